@@ -1,0 +1,585 @@
+"""A local DLI: the Spark batch-job API, IAM tokens, AK/SK verification, and fault injection.
+
+Standard library only (``http.server``), so it adds no dependency and starts in milliseconds. Job states are
+derived from the clock on every read (``starting`` -> ``running`` -> ``success``), so no background thread
+moves them; a job's Spark ``conf`` can change its timing or make it end ``dead``:
+
+- ``dli.emulator.final_state``: ``success`` (default) or ``dead``
+- ``dli.emulator.starting_seconds`` / ``dli.emulator.running_seconds``: override the emulator's defaults
+
+Control endpoints under ``/_emulator/`` (no auth; the emulator binds to loopback) let another process read
+the jobs and cancel events and script faults, the same as the Python methods of :class:`DLIEmulator`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+import secrets
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from airflow_provider_dli import signing
+
+DEFAULT_ACCESS_KEY = "EMULATORACCESSKEY000"
+DEFAULT_SECRET_KEY = "emulator-secret-key-not-a-real-one-000000"  # noqa: S105 - the emulator's own test key
+DEFAULT_PROJECT_ID = "0123456789abcdef0123456789abcdef"
+DEFAULT_DOMAIN = "emulator"
+DEFAULT_USER = "airflow"
+DEFAULT_PASSWORD = "emulator-password"  # noqa: S105 - the emulator's own test user
+MAX_CLOCK_SKEW = 15 * 60
+TERMINAL = frozenset({"success", "dead"})
+CONF_PREFIX = "dli.emulator."
+
+
+class _Reject(Exception):
+    """An error answer: HTTP status and a DLI (or gateway) error body."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass
+class Fault:
+    """A scripted failure for requests whose method and path match (``path`` is a regular expression).
+
+    ``status`` answers with that status (and ``Retry-After`` when given); ``drop`` closes the connection
+    without an answer; ``delay`` sleeps first. ``times`` is how many matching requests it hits (None: all).
+    """
+
+    path: str
+    method: str | None = None
+    status: int | None = None
+    retry_after: float | None = None
+    delay: float = 0.0
+    drop: bool = False
+    times: int | None = 1
+    hits: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.times is not None and self.hits >= self.times:
+            return False
+        return (self.method is None or self.method.upper() == method) and re.fullmatch(self.path, path) is not None
+
+
+@dataclass
+class CancelEvent:
+    batch_id: str
+    at: float  # epoch seconds
+    state_before: str
+    user_agent: str
+
+
+@dataclass
+class Job:
+    id: str
+    body: dict[str, Any]
+    created: float  # epoch seconds
+    starting_seconds: float
+    running_seconds: float
+    final_state: str
+    owner: str
+    cancelled_at: float | None = None
+    cancel_lag: float = 0.0
+
+    def state(self, now: float) -> str:
+        if self.cancelled_at is not None and now >= self.cancelled_at + self.cancel_lag:
+            return "dead"
+        elapsed = now - self.created
+        if elapsed < self.starting_seconds:
+            return "starting"
+        if elapsed < self.starting_seconds + self.running_seconds or self.cancelled_at is not None:
+            return "running"
+        return self.final_state
+
+    def log_lines(self, now: float) -> list[str]:
+        state = self.state(now)
+        lines = [f"INFO DLI: batch job {self.id} submitted to queue {self.body.get('queue') or 'default'}"]
+        if state == "starting":
+            return lines
+        lines += [
+            f"INFO SparkContext: Running Spark application {self.body.get('className')}",
+            f"INFO SparkContext: Submitted application: {self.body.get('name') or self.id}",
+        ]
+        if self.cancelled_at is not None and state == "dead":
+            lines.append("WARN SparkContext: application killed by a cancel request")
+        elif state == "success":
+            lines.append("INFO SparkContext: Successfully stopped SparkContext")
+        elif state == "dead":
+            lines.append("ERROR SparkContext: application failed: exit code 1")
+        return lines
+
+    def as_batch(self, now: float) -> dict[str, Any]:
+        state = self.state(now)
+        return {
+            "id": self.id,
+            "appId": f"application_{int(self.created)}_{self.id[:4]}" if state != "starting" else "",
+            "name": self.body.get("name") or "",
+            "owner": self.owner,
+            "proxyUser": "",
+            "state": state,
+            "kind": "",
+            "log": self.log_lines(now)[-3:],
+            "sc_type": self.body.get("sc_type") or "A",
+            "cluster_name": self.body.get("cluster_name") or "",
+            "queue": self.body.get("queue") or self.body.get("cluster_name") or "default",
+            "create_time": int(self.created * 1000),
+            "update_time": int(now * 1000),
+            "duration": int((now - self.created) * 1000),
+        }
+
+
+@dataclass
+class _Token:
+    project_id: str
+    expires: float  # epoch seconds
+
+
+@dataclass
+class _Counters:
+    token_requests: int = 0
+    requests: int = 0
+    by_route: dict[str, int] = field(default_factory=dict)
+
+
+class DLIEmulator:
+    """A DLI service on ``http://{host}:{port}``; use as a context manager or call :meth:`start` / :meth:`stop`.
+
+    :param access_keys: AK -> SK accepted for AK/SK signing.
+    :param temporary_keys: AK -> (SK, security token) for temporary credentials (``X-Security-Token``).
+    :param users: ``(domain, user)`` -> password accepted by the IAM token endpoint.
+    :param latency: seconds added to every API request, to model a remote service.
+    :param cancel_lag: seconds a cancelled job keeps its old state before turning ``dead``.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        project_id: str = DEFAULT_PROJECT_ID,
+        access_keys: Mapping[str, str] | None = None,
+        temporary_keys: Mapping[str, tuple[str, str]] | None = None,
+        users: Mapping[tuple[str, str], str] | None = None,
+        token_ttl: float = 24 * 3600,
+        starting_seconds: float = 1.0,
+        running_seconds: float = 5.0,
+        latency: float = 0.0,
+        cancel_lag: float = 0.0,
+    ) -> None:
+        self.project_id = project_id
+        self.access_keys = dict(access_keys or {DEFAULT_ACCESS_KEY: DEFAULT_SECRET_KEY})
+        self.temporary_keys = dict(temporary_keys or {})
+        self.users = dict(users or {(DEFAULT_DOMAIN, DEFAULT_USER): DEFAULT_PASSWORD})
+        self.token_ttl = token_ttl
+        self.starting_seconds = starting_seconds
+        self.running_seconds = running_seconds
+        self.latency = latency
+        self.cancel_lag = cancel_lag
+        self.jobs: dict[str, Job] = {}
+        self.cancel_events: list[CancelEvent] = []
+        self.counters = _Counters()
+        self._faults: list[Fault] = []
+        self._tokens: dict[str, _Token] = {}
+        self._lock = threading.RLock()
+        self._server = ThreadingHTTPServer((host, port), _Handler)
+        self._server.daemon_threads = True
+        self._server.emulator = self  # type: ignore[attr-defined]
+        self._thread: threading.Thread | None = None
+
+    # Life cycle
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> DLIEmulator:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="dli-emulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> DLIEmulator:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def connection(self, *, auth_type: str = "aksk", conn_id: str = "dli_default") -> dict[str, Any]:
+        """An Airflow connection (``AIRFLOW_CONN_...`` JSON form) that points at this emulator."""
+        extra: dict[str, Any] = {"project_id": self.project_id}
+        if auth_type == "aksk":
+            login, password = next(iter(self.access_keys.items()))
+        elif auth_type == "password":
+            (domain, login), password = next(iter(self.users.items()))
+            extra.update(auth_type="password", domain_name=domain, iam_endpoint=self.url)
+        else:
+            raise ValueError(f"auth_type must be 'aksk' or 'password' for an emulator connection; got {auth_type!r}")
+        return {"conn_type": "dli", "host": self.url, "login": login, "password": password, "extra": extra}
+
+    # Scripting and inspection
+
+    def add_fault(self, path: str, **kwargs: Any) -> Fault:
+        fault = Fault(path=path, **kwargs)
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def revoke_tokens(self) -> None:
+        with self._lock:
+            self._tokens.clear()
+
+    def issue_token(self, project_id: str | None = None) -> str:
+        """A token valid for ``token_ttl``, as IAM would issue it (for ``auth_type: token`` tests)."""
+        token = "MIIEMU" + secrets.token_urlsafe(48)
+        with self._lock:
+            self._tokens[token] = _Token(project_id or self.project_id, time.time() + self.token_ttl)
+        return token
+
+    def state_of(self, batch_id: str) -> str:
+        with self._lock:
+            return self.jobs[batch_id].state(time.time())
+
+    def snapshot(self) -> dict[str, Any]:
+        """Jobs, cancel events and counters as JSON-ready data."""
+        now = time.time()
+        with self._lock:
+            return {
+                "jobs": [job.as_batch(now) for job in self.jobs.values()],
+                "cancel_events": [asdict(event) for event in self.cancel_events],
+                "token_requests": self.counters.token_requests,
+                "requests": self.counters.requests,
+                "by_route": dict(self.counters.by_route),
+            }
+
+    # Request handling (called from the handler's threads)
+
+    def _take_fault(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.matches(method, path):
+                    fault.hits += 1
+                    return fault
+        return None
+
+    def _count(self, route: str) -> None:
+        with self._lock:
+            self.counters.requests += 1
+            self.counters.by_route[route] = self.counters.by_route.get(route, 0) + 1
+
+    def _authenticate(self, request: _Handler, path_project: str, body: bytes) -> str:
+        """The caller's name; a 401 unless the token or the AK/SK signature is valid for ``path_project``."""
+        token_value = request.headers.get("X-Auth-Token")
+        if token_value:
+            with self._lock:
+                token = self._tokens.get(token_value)
+            if token is None or token.expires <= time.time():
+                raise _Reject(401, "APIGW.0301", "Incorrect IAM authentication information: token expired or invalid")
+            if token.project_id != path_project:
+                raise _Reject(401, "DLI.0013", f"The token is not scoped to project {path_project}")
+            return DEFAULT_USER
+        authorization = signing.parse_authorization(request.headers.get("Authorization", ""))
+        if authorization is None:
+            raise _Reject(401, "APIGW.0301", "Incorrect IAM authentication information: no credentials")
+        security_token = None
+        if authorization.access_key in self.access_keys:
+            secret_key = self.access_keys[authorization.access_key]
+        elif authorization.access_key in self.temporary_keys:
+            secret_key, security_token = self.temporary_keys[authorization.access_key]
+        else:
+            raise _Reject(401, "APIGW.0301", "Incorrect IAM authentication information: unknown access key")
+        received = {name.lower(): value for name, value in request.headers.items()}
+        date = received.get(signing.DATE_HEADER.lower(), "")
+        try:
+            signed_at = datetime.strptime(date, signing.DATE_FORMAT).replace(tzinfo=UTC)
+        except ValueError:
+            raise _Reject(401, "APIGW.0301", "Incorrect IAM authentication information: bad X-Sdk-Date") from None
+        if abs((datetime.now(UTC) - signed_at).total_seconds()) > MAX_CLOCK_SKEW:
+            raise _Reject(401, "APIG.0303", "The signature expired: the client clock is off by more than 15 min")
+        if security_token is not None and (
+            received.get("x-security-token") != security_token or "x-security-token" not in authorization.signed_headers
+        ):
+            raise _Reject(401, "APIGW.0301", "Incorrect IAM authentication information: bad security token")
+        missing = [name for name in authorization.signed_headers if name not in received]
+        if missing or signing.DATE_HEADER.lower() not in authorization.signed_headers:
+            raise _Reject(401, "APIGW.0301", "Incorrect IAM authentication information: unsigned headers")
+        parts = urlsplit(request.path)
+        canonical = signing.canonical_request(
+            request.command,
+            parts.path,
+            parts.query,
+            {name: received[name].strip() for name in authorization.signed_headers},
+            body,
+            received.get(signing.CONTENT_SHA256_HEADER.lower()),
+        )
+        expected = signing.signature(secret_key, signing.string_to_sign(canonical, date))
+        if not hmac.compare_digest(expected, authorization.signature):
+            raise _Reject(401, "APIGW.0301", "Incorrect IAM authentication information: verify aksk signature fail")
+        if path_project != self.project_id:
+            raise _Reject(401, "DLI.0013", f"The access key has no access to project {path_project}")
+        return authorization.access_key
+
+    def _iam_tokens(self, body: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
+        with self._lock:
+            self.counters.token_requests += 1
+        try:
+            identity = body["auth"]["identity"]
+            user = identity["password"]["user"]
+            key = (str(user["domain"]["name"]), str(user["name"]))
+            password = str(user["password"])
+            project_id = str(body["auth"]["scope"]["project"]["id"])
+        except (KeyError, TypeError):
+            return 400, {"error": {"code": 400, "message": "The request body is invalid.", "title": "Bad Request"}}, {}
+        expected = self.users.get(key)
+        if expected is None or not hmac.compare_digest(expected, password):
+            error = {"code": 401, "message": "The username or password is wrong.", "title": "Unauthorized"}
+            return 401, {"error": error}, {}
+        if project_id != self.project_id:
+            return (
+                400,
+                {"error": {"code": 400, "message": f"Project {project_id} not found", "title": "Bad Request"}},
+                {},
+            )
+        token = self.issue_token(project_id)
+        issued = datetime.now(UTC)
+        expires = issued + timedelta(seconds=self.token_ttl)
+        body = {
+            "token": {
+                "methods": ["password"],
+                "issued_at": issued.isoformat().replace("+00:00", "Z"),
+                "expires_at": expires.isoformat().replace("+00:00", "Z"),
+                "project": {"id": project_id, "name": "emulator"},
+                "user": {"name": key[1], "domain": {"name": key[0]}},
+            }
+        }
+        return 201, body, {"X-Subject-Token": token}
+
+    def _create(self, owner: str, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise _Reject(400, "DLI.0001", "Parameter check error: the request body must be a JSON object")
+        for name in ("file", "className"):
+            if not isinstance(body.get(name), str) or not body[name]:
+                raise _Reject(400, "DLI.0001", f"Parameter check error: {name} is required")
+        if len(str(body.get("name") or "")) > 128:
+            raise _Reject(400, "DLI.0001", "Parameter check error: name is longer than 128 characters")
+        conf = body.get("conf") or {}
+        if not isinstance(conf, dict):
+            raise _Reject(400, "DLI.0001", "Parameter check error: conf must be an object")
+        final_state = str(conf.get(CONF_PREFIX + "final_state", "success")).lower()
+        if final_state not in TERMINAL:
+            raise _Reject(400, "DLI.0001", f"Parameter check error: {CONF_PREFIX}final_state must be success or dead")
+        job = Job(
+            id=str(uuid.uuid4()),
+            body=body,
+            created=time.time(),
+            starting_seconds=float(conf.get(CONF_PREFIX + "starting_seconds", self.starting_seconds)),
+            running_seconds=float(conf.get(CONF_PREFIX + "running_seconds", self.running_seconds)),
+            final_state=final_state,
+            owner=owner,
+            cancel_lag=self.cancel_lag,
+        )
+        with self._lock:
+            self.jobs[job.id] = job
+        return job.as_batch(job.created)
+
+    def _job(self, batch_id: str) -> Job:
+        with self._lock:
+            job = self.jobs.get(batch_id)
+        if job is None:
+            raise _Reject(400, "DLI.0002", f"The batch job {batch_id} does not exist")
+        return job
+
+    def _list(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        def one(name: str) -> str | None:
+            return query[name][0] if query.get(name) else None
+
+        try:
+            start = int(one("from") or 0)
+            size = int(one("size") or 100)
+            window = (int(one("start") or 0), int(one("end") or 0))
+        except ValueError:
+            raise _Reject(400, "DLI.0001", "Parameter check error: from, size, start and end are integers") from None
+        if start < 0 or not 1 <= size <= 1000:
+            raise _Reject(400, "DLI.0001", "Parameter check error: from >= 0 and 1 <= size <= 1000")
+        now = time.time()
+        with self._lock:
+            batches = [job.as_batch(now) for job in self.jobs.values()]
+        filters: dict[str, Callable[[dict[str, Any], str], bool]] = {
+            "job_name": lambda b, v: v in b["name"],
+            "queue_name": lambda b, v: b["queue"] == v,
+            "cluster_name": lambda b, v: b["cluster_name"] == v,
+            "state": lambda b, v: b["state"] == v.lower(),
+            "owner": lambda b, v: b["owner"] == v,
+            "job-id": lambda b, v: b["id"] == v,
+        }
+        for name, keep in filters.items():
+            wanted = one(name)
+            if wanted is not None:
+                batches = [b for b in batches if keep(b, wanted)]
+        if window[0]:
+            batches = [b for b in batches if b["create_time"] >= window[0]]
+        if window[1]:
+            batches = [b for b in batches if b["create_time"] <= window[1]]
+        batches.sort(key=lambda b: b["create_time"], reverse=(one("order") or "CREATE_TIME_DESC").endswith("DESC"))
+        return {
+            "from": start,
+            "total": len(batches),
+            "sessions": batches[start : start + size],
+            "create_time": int(now),
+        }
+
+    def _cancel(self, batch_id: str, user_agent: str) -> dict[str, Any]:
+        now = time.time()
+        with self._lock:
+            job = self._job(batch_id)
+            state = job.state(now)
+            if state in TERMINAL or job.cancelled_at is not None:
+                raise _Reject(400, "DLI.0007", f"The batch job {batch_id} is in state {state} and cannot be canceled")
+            job.cancelled_at = now
+            self.cancel_events.append(CancelEvent(batch_id, now, state, user_agent))
+        return {"msg": "deleted"}
+
+    def _route(self, request: _Handler, method: str, body: bytes) -> tuple[int, Any, dict[str, str]]:
+        parts = urlsplit(request.path)
+        path = parts.path.rstrip("/")
+        query = parse_qs(parts.query, keep_blank_values=True)
+        payload = _json_or_none(body)
+        if path == "/v3/auth/tokens" and method == "POST":
+            self._count("iam.tokens")
+            return self._iam_tokens(payload)
+        if path.startswith("/_emulator/"):
+            return self._control(method, path, payload)
+        match = re.fullmatch(r"/v2\.0/([^/]+)/batches(?:/([^/]+)(?:/(state|log))?)?", path)
+        if not match:
+            raise _Reject(404, "DLI.0023", f"No related resources for {method} {path}")
+        project, batch_id, leaf = match.groups()
+        header_project = request.headers.get("X-Project-Id")
+        owner = self._authenticate(request, project, body)
+        if header_project and header_project != project:
+            raise _Reject(400, "DLI.0001", "Parameter check error: X-Project-Id does not match the path")
+        now = time.time()
+        route = f"{method} batches" + ("/{id}" if batch_id else "") + (f"/{leaf}" if leaf else "")
+        self._count(route)
+        if batch_id is None:
+            if method == "POST":
+                return 200, self._create(owner, payload), {}
+            if method == "GET":
+                return 200, self._list(query), {}
+        elif leaf is None and method == "GET":
+            job = self._job(batch_id)
+            return 200, {**job.as_batch(now), "req_body": json.dumps(job.body)}, {}
+        elif leaf is None and method == "DELETE":
+            return 200, self._cancel(batch_id, request.headers.get("User-Agent", "")), {}
+        elif leaf == "state" and method == "GET":
+            return 200, {"id": batch_id, "state": self._job(batch_id).state(now)}, {}
+        elif leaf == "log" and method == "GET":
+            lines = self._job(batch_id).log_lines(now)
+            start = int((query.get("from") or ["0"])[0] or 0)
+            size = int((query.get("size") or ["100"])[0] or 100)
+            # The real service sends "from" back as a string at times: clients must cope.
+            return (
+                200,
+                {"id": batch_id, "from": str(start), "total": len(lines), "log": lines[start : start + size]},
+                {},
+            )
+        raise _Reject(405, "DLI.0023", f"{method} is not supported on {path}")
+
+    def _control(self, method: str, path: str, payload: Any) -> tuple[int, Any, dict[str, str]]:
+        if path == "/_emulator/state" and method == "GET":
+            return 200, self.snapshot(), {}
+        if path == "/_emulator/faults" and method == "POST" and isinstance(payload, dict):
+            fault = self.add_fault(**payload)
+            return 200, asdict(fault), {}
+        if path == "/_emulator/faults" and method == "DELETE":
+            self.clear_faults()
+            return 200, {}, {}
+        raise _Reject(404, "DLI.0023", f"No emulator control endpoint {method} {path}")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, like the real service
+    server_version = "DLIEmulator"
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in two writes: without TCP_NODELAY, Nagle's algorithm and the client's
+        # delayed ACK hold the body back ~40 ms per request.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: tests and the demo read the emulator's state, not its access log."""
+
+    def _handle(self) -> None:
+        emulator: DLIEmulator = self.server.emulator  # type: ignore[attr-defined]
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        path = urlsplit(self.path).path.rstrip("/")
+        if emulator.latency and not path.startswith("/_emulator/"):
+            time.sleep(emulator.latency)
+        fault = emulator._take_fault(self.command, path)
+        headers: dict[str, str] = {}
+        if fault is not None:
+            time.sleep(fault.delay)
+            if fault.drop:
+                self.close_connection = True
+                return
+            if fault.status is not None:
+                if fault.retry_after is not None:
+                    headers["Retry-After"] = f"{fault.retry_after:g}"
+                code = "APIGW.0308" if fault.status == 429 else "DLI.0999"
+                self._reply(fault.status, {"error_code": code, "error_msg": "injected fault"}, headers)
+                return
+        try:
+            status, payload, headers = emulator._route(self, self.command, body)
+        except _Reject as reject:
+            status, payload = reject.status, {"error_code": reject.code, "error_msg": reject.message}
+        except Exception as error:  # a bug in the emulator: answer like the service's internal error
+            status, payload = 500, {"error_code": "DLI.0999", "error_msg": f"emulator error: {error!r}"}
+        self._reply(status, payload, headers)
+
+    def _reply(self, status: int, payload: Any, headers: Mapping[str, str]) -> None:
+        request_id = uuid.uuid4().hex
+        if status >= 400 and isinstance(payload, dict) and "error_code" in payload:
+            payload = {**payload, "request_id": request_id}
+        data = json.dumps(payload).encode()
+        self.send_response(status, HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("X-Request-Id", request_id)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_DELETE = do_PUT = _handle
+
+
+def _json_or_none(body: bytes) -> Any:
+    try:
+        return json.loads(body) if body else None
+    except ValueError:
+        return None

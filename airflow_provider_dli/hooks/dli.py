@@ -1,0 +1,474 @@
+"""DLIHook: the one place that talks HTTP to DLI (endpoints, auth, timeouts, retries, error mapping).
+
+Operators, sensors, triggers and failure callbacks stay thin and call the methods here. Everything that can
+be checked before a request is sent (the connection's fields, ids) is checked first, with an error that names
+the field; secrets are registered with Airflow's secrets masker as soon as they are read.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from functools import cached_property
+from typing import Any, TypedDict
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from airflow.sdk import BaseHook
+from airflow.sdk.log import mask_secret
+from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase
+from urllib3.exceptions import NewConnectionError
+
+from airflow_provider_dli import CONN_TYPE, UI_FIELD_BEHAVIOUR, __version__
+from airflow_provider_dli.auth import TOKEN_CACHE, AKSKAuth, TokenAuth, TokenKey
+from airflow_provider_dli.endpoints import dli_endpoint, iam_endpoint
+from airflow_provider_dli.exceptions import DLIAPIError, DLIConnectionError
+
+LIVE_STATES = frozenset({"starting", "running", "recovering"})
+TERMINAL_STATES = frozenset({"success", "dead"})
+AUTH_TYPES = ("aksk", "password", "token")
+
+DEFAULT_TIMEOUT = (10.0, 60.0)
+"""(connect, read) seconds for every request."""
+MAX_BACKOFF = 30.0
+"""Longest sleep between two attempts; with ``retry_limit`` it bounds a call's total time."""
+MAX_RETRY_AFTER = 60.0
+"""Longest ``Retry-After`` honoured."""
+
+_BATCH_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_PROJECT_ID = re.compile(r"^[A-Za-z0-9]{1,64}$")
+
+
+class CancelResult(TypedDict):
+    batch_id: str
+    cancelled: bool
+    """True when this call cancelled the job; False when it had already finished."""
+    state: str | None
+    """The job's state when it was not cancelled; None after a cancel (DLI updates the state later)."""
+
+
+def validate_batch_id(batch_id: object, field: str = "batch_id") -> str:
+    """Return ``batch_id`` if it is a DLI batch id (a UUID); else a ValueError naming ``field``."""
+    if isinstance(batch_id, str) and _BATCH_ID.match(batch_id):
+        return batch_id
+    shown = repr(batch_id) if len(repr(batch_id)) <= 80 else repr(batch_id)[:77] + "..."
+    raise ValueError(
+        f"{field} must be a DLI batch job id, a UUID such as '0a324461-d9d9-45da-a52a-3b3c7a3d809e'; got {shown}"
+    )
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """What the connection resolves to, checked once per hook."""
+
+    base_url: str  # https://dli.../v2.0/{project_id}
+    project_id: str
+    auth: AuthBase
+    token_key: TokenKey | None  # password auth: the token to drop and fetch again on a 401
+
+
+class DLIHook(BaseHook):
+    """Talk to the DLI Spark batch-job API of one project.
+
+    :param dli_conn_id: connection of type ``dli``: host = DLI endpoint URL (optional when ``region`` is
+        set), login/password = AK/SK or IAM user/password, extras ``project_id``, ``region``, ``auth_type``
+        (``aksk``, ``password``, ``token``), ``domain_name``, ``iam_endpoint``, ``security_token``, ``token``.
+    :param project_id: overrides the connection's extra ``project_id``.
+    :param region: overrides the connection's extra ``region``.
+    :param timeout: seconds, or ``(connect, read)`` seconds, for each request.
+    :param retry_limit: retries after the first attempt, on connection errors, timeouts, 5xx and 429.
+        Creating a job is retried only when the request cannot have reached DLI (refused, connect
+        timeout, 429), so a retry never submits a job twice.
+    :param retry_delay: base of the exponential backoff, in seconds (with jitter, capped at 30 s).
+    """
+
+    conn_name_attr = "dli_conn_id"
+    default_conn_name = "dli_default"
+    conn_type = CONN_TYPE
+    hook_name = "Data Lake Insight (DLI)"
+
+    def __init__(
+        self,
+        dli_conn_id: str = default_conn_name,
+        *,
+        project_id: str | None = None,
+        region: str | None = None,
+        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+        retry_limit: int = 3,
+        retry_delay: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if isinstance(retry_limit, bool) or not isinstance(retry_limit, int) or retry_limit < 0:
+            raise ValueError(f"retry_limit must be a whole number >= 0; got {retry_limit!r}")
+        if not isinstance(retry_delay, int | float) or retry_delay < 0:
+            raise ValueError(f"retry_delay must be a number of seconds >= 0; got {retry_delay!r}")
+        timeouts = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+        if len(timeouts) != 2 or not all(isinstance(t, int | float) and t > 0 for t in timeouts):
+            raise ValueError(f"timeout must be seconds > 0, or a (connect, read) pair of them; got {timeout!r}")
+        self.dli_conn_id = dli_conn_id
+        self.project_id_override = project_id
+        self.region_override = region
+        self.timeout = timeouts
+        self.retry_limit = retry_limit
+        self.retry_delay = float(retry_delay)
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The connection form on Airflow 3.1, which does not read it from the provider info."""
+        return {key.replace("-", "_"): value for key, value in UI_FIELD_BEHAVIOUR.items()}
+
+    # Connection and session
+
+    @cached_property
+    def settings(self) -> _Settings:
+        """The connection, validated: every problem is reported before the first request."""
+        conn = self.get_connection(self.dli_conn_id)
+        extra = conn.extra_dejson
+
+        def option(name: str) -> str | None:
+            """An extra by its name or its legacy ``extra__dli__<name>`` spelling; blank counts as unset."""
+            value = extra.get(name, extra.get(f"extra__{CONN_TYPE}__{name}"))
+            if value is None:
+                return None
+            return str(value).strip() or None
+
+        where = f"connection {self.dli_conn_id!r}"
+        project_id = self.project_id_override or option("project_id")
+        if not project_id:
+            raise ValueError(
+                f"project_id is missing: pass project_id= to the hook or operator, or set the extra "
+                f"'project_id' of {where}"
+            )
+        if not _PROJECT_ID.match(project_id):
+            raise ValueError(
+                f"project_id must be up to 64 letters and digits (from the project_id argument or the "
+                f"extra 'project_id' of {where}); got {project_id!r}"
+            )
+        region = self.region_override or option("region")
+        if conn.host:
+            endpoint = _url_from_host(conn.host, conn.port)
+        elif region:
+            endpoint = dli_endpoint(region)
+        else:
+            raise ValueError(
+                f"the DLI endpoint is unknown: set the host (DLI endpoint URL) or the extra 'region' of {where}, "
+                "or pass region= to the hook"
+            )
+
+        auth_type = (option("auth_type") or "aksk").lower()
+        token_key: TokenKey | None = None
+        auth: AuthBase
+        if auth_type == "aksk":
+            if not conn.login or not conn.password:
+                raise ValueError(
+                    f"auth_type 'aksk' needs the access key ID as login and the secret access key as "
+                    f"password of {where}"
+                )
+            security_token = option("security_token")
+            mask_secret(conn.password)
+            if security_token:
+                mask_secret(security_token)
+            auth = AKSKAuth(conn.login, conn.password, security_token)
+        elif auth_type == "password":
+            domain = option("domain_name")
+            if not conn.login or not conn.password or not domain:
+                raise ValueError(
+                    f"auth_type 'password' needs the IAM user name as login, the password, and the extra "
+                    f"'domain_name' of {where}"
+                )
+            iam_url = option("iam_endpoint")
+            if iam_url:
+                iam_url = _url_from_host(iam_url, None)
+            elif region:
+                iam_url = iam_endpoint(region)
+            else:
+                raise ValueError(f"auth_type 'password' needs the extra 'iam_endpoint' or 'region' of {where}")
+            mask_secret(conn.password)
+            token_key = (iam_url, domain, conn.login, project_id)
+            auth = self._iam_token_auth(token_key, conn.password)
+        elif auth_type == "token":
+            token = option("token")
+            if not token:
+                raise ValueError(f"auth_type 'token' needs an IAM token in the extra 'token' of {where}")
+            mask_secret(token)
+            auth = TokenAuth(lambda: token)
+        else:
+            raise ValueError(f"the extra 'auth_type' of {where} must be one of {AUTH_TYPES}; got {auth_type!r}")
+        return _Settings(f"{endpoint}/v2.0/{project_id}", project_id, auth, token_key)
+
+    @property
+    def project_id(self) -> str:
+        return self.settings.project_id
+
+    @cached_property
+    def session(self) -> requests.Session:
+        session = requests.Session()
+        # Bulk cancels run requests in parallel: keep enough pooled connections for them.
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        session.headers.update(
+            {"Content-Type": "application/json", "User-Agent": f"airflow-provider-dli/{__version__}"}
+        )
+        return session
+
+    def _iam_token_auth(self, key: TokenKey, password: str) -> TokenAuth:
+        iam_url, domain, user, project_id = key
+        body = {
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {"user": {"name": user, "password": password, "domain": {"name": domain}}},
+                },
+                "scope": {"project": {"id": project_id}},
+            }
+        }
+
+        def fetch() -> tuple[str, float]:
+            self.log.info("Requesting an IAM token for user %s of domain %s from %s", user, domain, iam_url)
+            url = f"{iam_url}/v3/auth/tokens"
+            response = self._send("POST", url, json=body, idempotent=True)
+            token = response.headers.get("X-Subject-Token")
+            if response.status_code != 201 or not token:
+                raise _api_error(response, "POST", url)
+            mask_secret(token)
+            return token, _token_lifetime(response)
+
+        return TokenAuth(lambda: TOKEN_CACHE.get(key, fetch))
+
+    # HTTP: one request, retried
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        idempotent: bool,
+        auth: AuthBase | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """Send one request, retrying what is safe to retry; return the last response, whatever its status."""
+        for attempt in range(self.retry_limit + 1):
+            last_attempt = attempt == self.retry_limit
+            try:
+                response = self.session.request(method, url, auth=auth, timeout=self.timeout, **kwargs)
+            except requests.RequestException as error:
+                retryable = isinstance(error, requests.ConnectionError | requests.Timeout) and (
+                    idempotent or _never_reached_server(error)
+                )
+                if last_attempt or not retryable:
+                    raise DLIConnectionError(
+                        f"DLI {method} {url} failed after {attempt + 1} attempt(s): {type(error).__name__}"
+                    ) from error
+                self._sleep_before_retry(attempt, None, f"{type(error).__name__}")
+                continue
+            status = response.status_code
+            retryable = status == 429 or (status >= 500 and idempotent)
+            if last_attempt or not retryable:
+                return response
+            self._sleep_before_retry(attempt, response.headers.get("Retry-After"), f"HTTP {status}")
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _sleep_before_retry(self, attempt: int, retry_after: str | None, reason: str) -> None:
+        delay = _retry_after_seconds(retry_after)
+        if delay is None:
+            ceiling = min(MAX_BACKOFF, self.retry_delay * 2**attempt)
+            delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
+        self.log.warning(
+            "DLI request failed (%s); retry %d of %d in %.1f s", reason, attempt + 1, self.retry_limit, delay
+        )
+        time.sleep(delay)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        idempotent: bool = True,
+    ) -> dict[str, Any]:
+        """Call ``{endpoint}/v2.0/{project_id}/{path}``; the decoded JSON body, or :class:`DLIAPIError`."""
+        settings = self.settings
+        url = f"{settings.base_url}/{path}"
+        headers = {"X-Project-Id": settings.project_id}
+        kwargs: dict[str, Any] = {"params": params, "json": json, "headers": headers}
+        response = self._send(method, url, idempotent=idempotent, auth=settings.auth, **kwargs)
+        if response.status_code == 401 and settings.token_key:
+            # The cached IAM token was revoked or expired early: fetch a new one, once.
+            TOKEN_CACHE.invalidate(settings.token_key, response.request.headers.get("X-Auth-Token", ""))
+            response = self._send(method, url, idempotent=idempotent, auth=settings.auth, **kwargs)
+        if not 200 <= response.status_code < 300:
+            raise _api_error(response, method, url)
+        if not response.content:
+            return {}
+        try:
+            body = response.json()
+        except ValueError:
+            raise _api_error(response, method, url, "the response body is not JSON") from None
+        if not isinstance(body, dict):
+            raise _api_error(response, method, url, "the response body is not a JSON object")
+        return body
+
+    # The batch-job API
+
+    def create_batch(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Submit a Spark batch job (``POST /batches``); DLI's batch object, with its ``id``."""
+        for field in ("file", "className"):
+            if not isinstance(body.get(field), str) or not body[field]:
+                raise ValueError(f"a batch job needs '{field}', a non-empty string; got {body.get(field)!r}")
+        batch = self.request("POST", "batches", json=dict(body), idempotent=False)
+        validate_batch_id(batch.get("id"), "the id DLI returned for the new job")
+        self.log.info("Submitted DLI batch job %s (%s)", batch["id"], batch.get("name") or body["file"])
+        return batch
+
+    def get_batch(self, batch_id: str) -> dict[str, Any]:
+        """The batch object (``GET /batches/{batch_id}``)."""
+        return self.request("GET", f"batches/{validate_batch_id(batch_id)}")
+
+    def get_batch_state(self, batch_id: str) -> str:
+        """The job's state, lower-case: ``starting``, ``running``, ``recovering``, ``success`` or ``dead``."""
+        body = self.request("GET", f"batches/{validate_batch_id(batch_id)}/state")
+        state = body.get("state")
+        if not isinstance(state, str):
+            raise DLIAPIError(
+                f"DLI returned no state for batch job {batch_id}", status_code=200, error_msg=str(body)[:200]
+            )
+        return state.lower()
+
+    def get_batch_log(self, batch_id: str, *, start: int = 0, size: int = 100) -> list[str]:
+        """Driver log lines ``start`` to ``start + size`` of the job."""
+        body = self.request(
+            "GET",
+            f"batches/{validate_batch_id(batch_id)}/log",
+            params={"from": start, "size": size, "type": "driver"},
+        )
+        return [str(line) for line in body.get("log") or []]
+
+    def iter_batches(self, *, page_size: int = 100, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Every batch object matching ``filters`` (``queue_name``, ``job_name``, ``state``...), page by page."""
+        start = 0
+        while True:
+            page = self.request("GET", "batches", params={**filters, "from": start, "size": page_size})
+            sessions = page.get("sessions") or []
+            yield from sessions
+            start += len(sessions)
+            if not sessions or start >= int(page.get("total") or 0):
+                return
+
+    def cancel_batch(self, batch_id: str) -> CancelResult:
+        """Cancel the job (``DELETE /batches/{batch_id}``); idempotent.
+
+        A job that already finished cannot be cancelled: DLI refuses with an undocumented error code, so the
+        outcome is decided from the job's state instead. Returns ``cancelled=False`` and the state for a
+        finished job; raises :class:`DLIAPIError` for anything else (unknown id, auth, server errors).
+        """
+        batch_id = validate_batch_id(batch_id)
+        self.log.info("Cancelling DLI batch job %s of project %s", batch_id, self.project_id)
+        try:
+            self.request("DELETE", f"batches/{batch_id}")
+        except DLIAPIError as refused:
+            if refused.status_code not in (400, 404):
+                raise
+            try:
+                state = self.get_batch_state(batch_id)
+            except DLIAPIError:
+                raise refused from None
+            if state not in TERMINAL_STATES:
+                raise
+            self.log.info("DLI batch job %s had already finished (%s): nothing to cancel", batch_id, state)
+            return {"batch_id": batch_id, "cancelled": False, "state": state}
+        self.log.info("Cancelled DLI batch job %s", batch_id)
+        return {"batch_id": batch_id, "cancelled": True, "state": None}
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Read-only check (``GET /batches?size=1``), for the connection form's Test button."""
+        try:
+            self.request("GET", "batches", params={"size": 1})
+        except (ValueError, DLIAPIError, DLIConnectionError) as error:
+            return False, str(error)
+        return True, f"Connected to DLI project {self.project_id}"
+
+
+def _url_from_host(host: str, port: int | None) -> str:
+    """A base URL from a connection host: https unless a scheme is given; the port field when set."""
+    url = host.strip().rstrip("/")
+    parts = urlsplit(url if "://" in url else f"https://{url}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"the DLI endpoint must be an http:// or https:// URL; got {host!r}")
+    netloc = f"{parts.netloc}:{port}" if port and parts.port is None else parts.netloc
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _never_reached_server(error: requests.RequestException) -> bool:
+    """True when the request cannot have been received: refused, unresolvable, or a connect timeout."""
+    if isinstance(error, requests.ConnectTimeout):
+        return True
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    return isinstance(reason, NewConnectionError)
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
+        except (TypeError, ValueError):
+            return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def _token_lifetime(response: requests.Response) -> float:
+    """Seconds the IAM token is valid, measured on IAM's clock (issued_at to expires_at) when it says both."""
+    try:
+        token = response.json()["token"]
+        expires = datetime.fromisoformat(token["expires_at"])
+        issued = datetime.fromisoformat(token["issued_at"]) if token.get("issued_at") else datetime.now(UTC)
+        return max((expires - issued).total_seconds(), 0.0)
+    except (ValueError, KeyError, TypeError):
+        return 3600.0  # IAM always sends expires_at; an hour is a safe guess if a proxy ate it
+
+
+def _api_error(response: requests.Response, method: str, url: str, problem: str | None = None) -> DLIAPIError:
+    """Map an error response (DLI, API gateway or IAM body; JSON, HTML or empty) to :class:`DLIAPIError`."""
+    error_code = error_msg = request_id = None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        nested = body.get("error") if isinstance(body.get("error"), dict) else None
+        if nested:  # IAM: {"error": {"code": 401, "message": "...", "title": "Unauthorized"}}
+            error_code, error_msg = str(nested.get("code") or "") or None, nested.get("message")
+        else:
+            error_code, error_msg = body.get("error_code"), body.get("error_msg") or body.get("message")
+        request_id = body.get("request_id")
+    elif response.content:
+        text = re.sub(r"<[^>]+>", " ", response.text)
+        content_type = response.headers.get("Content-Type", "unknown type")
+        error_msg = f"non-JSON body ({content_type}): {' '.join(text.split())[:200]}"
+    else:
+        error_msg = "empty body"
+    request_id = request_id or response.headers.get("X-Request-Id")
+    error_code = str(error_code) if error_code else None
+    error_msg = str(problem or error_msg) if (problem or error_msg) else None
+    detail = " - ".join(filter(None, [error_code, error_msg]))
+    message = f"DLI {method} {url} failed: HTTP {response.status_code}" + (f": {detail}" if detail else "")
+    if request_id:
+        message += f" (request id {request_id})"
+    return DLIAPIError(
+        message,
+        status_code=response.status_code,
+        error_code=error_code,
+        error_msg=error_msg,
+        request_id=request_id,
+    )
