@@ -55,7 +55,8 @@ class _Reject(Exception):
 class Fault:
     """A scripted failure for requests whose method and path match (``path`` is a regular expression).
 
-    ``status`` answers with that status (and ``Retry-After`` when given); ``drop`` closes the connection
+    ``status`` answers with that status (and ``Retry-After`` when given) and a DLI error body, or ``body``
+    as it is (HTML when it starts with ``<``; ``""`` for an empty body); ``drop`` closes the connection
     without an answer; ``delay`` sleeps first. ``times`` is how many matching requests it hits (None: all).
     """
 
@@ -65,6 +66,7 @@ class Fault:
     retry_after: float | None = None
     delay: float = 0.0
     drop: bool = False
+    body: str | None = None
     times: int | None = 1
     hits: int = 0
 
@@ -80,6 +82,14 @@ class CancelEvent:
     at: float  # epoch seconds
     state_before: str
     user_agent: str
+
+
+@dataclass
+class RequestRecord:
+    at: float  # epoch seconds, when the request arrived
+    method: str
+    path: str
+    status: int = -1  # -1: still being answered; 0: the connection was dropped
 
 
 @dataclass
@@ -190,6 +200,7 @@ class DLIEmulator:
         self.cancel_lag = cancel_lag
         self.jobs: dict[str, Job] = {}
         self.cancel_events: list[CancelEvent] = []
+        self.request_log: list[RequestRecord] = []
         self.counters = _Counters()
         self._faults: list[Fault] = []
         self._tokens: dict[str, _Token] = {}
@@ -207,7 +218,9 @@ class DLIEmulator:
         return f"http://{host!s}:{port}"
 
     def start(self) -> DLIEmulator:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="dli-emulator", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="dli-emulator", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -285,6 +298,10 @@ class DLIEmulator:
                     fault.hits += 1
                     return fault
         return None
+
+    def _record(self, record: RequestRecord) -> None:
+        with self._lock:
+            self.request_log.append(record)
 
     def _count(self, route: str) -> None:
         with self._lock:
@@ -535,24 +552,33 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         emulator: DLIEmulator = self.server.emulator  # type: ignore[attr-defined]
+        self.record = RequestRecord(time.time(), self.command, urlsplit(self.path).path.rstrip("/"))
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        path = urlsplit(self.path).path.rstrip("/")
+        if not self.record.path.startswith("/_emulator/"):
+            emulator._record(self.record)  # at arrival, so that a slow answer is counted at once
+        self._answer(emulator, self.record.path, body)
+
+    def _answer(self, emulator: DLIEmulator, path: str, body: bytes) -> None:
         if emulator.latency and not path.startswith("/_emulator/"):
             time.sleep(emulator.latency)
         fault = emulator._take_fault(self.command, path)
-        headers: dict[str, str] = {}
         if fault is not None:
             time.sleep(fault.delay)
             if fault.drop:
+                self.record.status = 0
                 self.close_connection = True
                 return
             if fault.status is not None:
-                if fault.retry_after is not None:
-                    headers["Retry-After"] = f"{fault.retry_after:g}"
-                code = "APIGW.0308" if fault.status == 429 else "DLI.0999"
-                self._reply(fault.status, {"error_code": code, "error_msg": "injected fault"}, headers)
+                fault_headers = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
+                if fault.body is not None:
+                    content_type = "text/html" if fault.body.startswith("<") else "text/plain"
+                    self._send(fault.status, fault.body.encode(), content_type, fault_headers)
+                else:
+                    code = "APIGW.0308" if fault.status == 429 else "DLI.0999"
+                    self._reply(fault.status, {"error_code": code, "error_msg": "injected fault"}, fault_headers)
                 return
+        headers: dict[str, str] = {}
         try:
             status, payload, headers = emulator._route(self, self.command, body)
         except _Reject as reject:
@@ -565,11 +591,14 @@ class _Handler(BaseHTTPRequestHandler):
         request_id = uuid.uuid4().hex
         if status >= 400 and isinstance(payload, dict) and "error_code" in payload:
             payload = {**payload, "request_id": request_id}
-        data = json.dumps(payload).encode()
-        self.send_response(status, HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "")
-        self.send_header("Content-Type", "application/json")
+        self._send(status, json.dumps(payload).encode(), "application/json", {**headers, "X-Request-Id": request_id})
+
+    def _send(self, status: int, data: bytes, content_type: str, headers: Mapping[str, str]) -> None:
+        self.record.status = status  # before the client can see the answer
+        phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
+        self.send_response(status, phrase)
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
-        self.send_header("X-Request-Id", request_id)
         for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
