@@ -19,6 +19,7 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 from airflow_provider_dli.auth import TOKEN_CACHE
 from airflow_provider_dli.emulator import DLIEmulator
 from airflow_provider_dli.hooks.dli import DLIHook
+from tests.airflow_cli import AirflowHome, migrated_home
 
 SUBMIT_BODY = {"file": "obs://bucket/jobs/app.jar", "className": "com.example.App", "queue": "etl"}
 
@@ -58,3 +59,9 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> AirflowHome:
+    """A migrated SQLite AIRFLOW_HOME shared by the tests that run ``airflow`` commands."""
+    return migrated_home(tmp_path_factory.mktemp("airflow-home"))

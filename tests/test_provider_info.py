@@ -1,0 +1,60 @@
+"""The provider as Airflow sees it: provider info, entry point, connection form, CLI listings."""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import airflow
+import jsonschema
+
+from airflow_provider_dli import CONN_FIELDS, get_provider_info
+from airflow_provider_dli.hooks.dli import DLIHook
+from tests.airflow_cli import AirflowHome
+
+
+def test_provider_info_is_valid_for_airflow() -> None:
+    schema = json.loads((Path(airflow.__file__).parent / "provider_info.schema.json").read_text())
+    jsonschema.validate(get_provider_info(), schema)
+
+
+def test_package_name_is_the_distribution_name() -> None:
+    [entry_point] = [
+        ep for ep in entry_points(group="apache_airflow_provider") if ep.value.startswith("airflow_provider_dli")
+    ]
+    assert entry_point.value == "airflow_provider_dli:get_provider_info"
+    assert entry_point.dist is not None
+    assert get_provider_info()["package-name"] == entry_point.dist.metadata["Name"]
+
+
+def test_declared_modules_and_hook_class_exist() -> None:
+    import importlib
+
+    info = get_provider_info()
+    for section in ("hooks", "operators"):
+        for entry in info[section]:
+            for module in entry["python-modules"]:
+                importlib.import_module(module)
+    [connection_type] = info["connection-types"]
+    module, _, name = connection_type["hook-class-name"].rpartition(".")
+    assert getattr(importlib.import_module(module), name) is DLIHook
+    assert connection_type["connection-type"] == DLIHook.conn_type
+
+
+def test_secret_extras_are_sensitive_in_the_form() -> None:
+    sensitive = {name for name, field in CONN_FIELDS.items() if field["schema"].get("format") == "password"}
+    assert sensitive == {"security_token", "token"}
+    assert DLIHook.get_ui_field_behaviour()["relabeling"]["host"] == "DLI endpoint URL (optional)"
+
+
+def test_airflow_cli_lists_the_provider_and_hook(airflow_home: AirflowHome, tmp_path: Path) -> None:
+    providers = airflow_home.run("providers", "list", "--output", "json", dags_folder=tmp_path)
+    assert providers.returncode == 0, providers.stderr[-2000:]
+    assert "airflow-provider-dli" in providers.stdout
+    hooks = airflow_home.run("providers", "hooks", "--output", "json", dags_folder=tmp_path)
+    assert hooks.returncode == 0, hooks.stderr[-2000:]
+    [dli] = [hook for hook in json.loads(hooks.stdout) if hook["connection_type"] == "dli"]
+    assert dli["class"] == "airflow_provider_dli.hooks.dli.DLIHook"
+    assert dli["package_name"] == "airflow-provider-dli"
+    assert dli["conn_id_attribute_name"] == "dli_conn_id"
