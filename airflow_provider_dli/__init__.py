@@ -85,6 +85,9 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "hooks": [{"integration-name": integration, "python-modules": ["airflow_provider_dli.hooks.dli"]}],
         "operators": [{"integration-name": integration, "python-modules": ["airflow_provider_dli.operators.dli"]}],
+        "sensors": [{"integration-name": integration, "python-modules": ["airflow_provider_dli.sensors.dli"]}],
+        "triggers": [{"integration-name": integration, "python-modules": ["airflow_provider_dli.triggers.dli"]}],
+        "notifications": ["airflow_provider_dli.notifications.dli.DLICancelBatchNotifier"],
         "connection-types": [
             {
                 "connection-type": CONN_TYPE,

@@ -379,8 +379,10 @@ def test_create_batch_checks_required_fields(dli_emulator: DLIEmulator, hook: DL
 
 def test_log_lines(dli_emulator: DLIEmulator, hook: DLIHook) -> None:
     batch_id = submit(hook, starting_seconds=0, running_seconds=0)
-    lines = hook.get_batch_log(batch_id)
-    assert lines[-1] == "INFO SparkContext: Successfully stopped SparkContext"
+    total, lines = hook.get_batch_log(batch_id)
+    assert (total, lines[-1]) == (4, "INFO SparkContext: Successfully stopped SparkContext")
+    assert hook.tail_batch_log(batch_id, lines=2) == lines[-2:]
+    assert hook.tail_batch_log(batch_id, lines=10) == lines
 
 
 def test_iter_batches_walks_every_page(dli_emulator: DLIEmulator, hook: DLIHook) -> None:

@@ -32,10 +32,13 @@ def test_declared_modules_and_hook_class_exist() -> None:
     import importlib
 
     info = get_provider_info()
-    for section in ("hooks", "operators"):
+    for section in ("hooks", "operators", "sensors", "triggers"):
         for entry in info[section]:
             for module in entry["python-modules"]:
                 importlib.import_module(module)
+    for notifier in info["notifications"]:
+        module, _, name = notifier.rpartition(".")
+        assert hasattr(importlib.import_module(module), name)
     [connection_type] = info["connection-types"]
     module, _, name = connection_type["hook-class-name"].rpartition(".")
     assert getattr(importlib.import_module(module), name) is DLIHook

@@ -403,7 +403,7 @@ class DLIEmulator:
                 raise _Reject(400, "DLI.0001", f"Parameter check error: {name} is required")
         if len(str(body.get("name") or "")) > 128:
             raise _Reject(400, "DLI.0001", "Parameter check error: name is longer than 128 characters")
-        conf = body.get("conf") or {}
+        conf = {} if body.get("conf") is None else body["conf"]
         if not isinstance(conf, dict):
             raise _Reject(400, "DLI.0001", "Parameter check error: conf must be an object")
         final_state = str(conf.get(CONF_PREFIX + "final_state", "success")).lower()

@@ -19,7 +19,7 @@ from typing import Any, TypedDict
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
-from airflow.sdk import BaseHook
+from airflow.sdk import BaseHook, Connection
 from airflow.sdk.log import mask_secret
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
@@ -88,6 +88,8 @@ class DLIHook(BaseHook):
     :param retry_delay: base of the exponential backoff, in seconds (with jitter, capped at 30 s).
     :param caller: who is calling, e.g. ``dag_id.task_id``; added to the User-Agent so that DLI's audit trail
         (and the emulator) shows which Airflow task submitted or cancelled a job.
+    :param connection: the connection, already fetched; triggers fetch it with ``aget_connection`` so that
+        no blocking call reaches the triggerer's event loop.
     """
 
     conn_name_attr = "dli_conn_id"
@@ -105,6 +107,7 @@ class DLIHook(BaseHook):
         retry_limit: int = 3,
         retry_delay: float = 1.0,
         caller: str | None = None,
+        connection: Connection | None = None,
     ) -> None:
         super().__init__()
         if isinstance(retry_limit, bool) or not isinstance(retry_limit, int) or retry_limit < 0:
@@ -121,6 +124,7 @@ class DLIHook(BaseHook):
         self.retry_limit = retry_limit
         self.retry_delay = float(retry_delay)
         self.caller = caller
+        self._connection = connection
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -132,7 +136,7 @@ class DLIHook(BaseHook):
     @cached_property
     def settings(self) -> _Settings:
         """The connection, validated: every problem is reported before the first request."""
-        conn = self.get_connection(self.dli_conn_id)
+        conn = self._connection or self.get_connection(self.dli_conn_id)
         extra = conn.extra_dejson
 
         def option(name: str) -> str | None:
@@ -345,14 +349,21 @@ class DLIHook(BaseHook):
             )
         return state.lower()
 
-    def get_batch_log(self, batch_id: str, *, start: int = 0, size: int = 100) -> list[str]:
-        """Driver log lines ``start`` to ``start + size`` of the job."""
+    def get_batch_log(self, batch_id: str, *, start: int = 0, size: int = 100) -> tuple[int, list[str]]:
+        """Driver log lines ``start`` to ``start + size`` of the job, and how many lines there are in all."""
         body = self.request(
             "GET",
             f"batches/{validate_batch_id(batch_id)}/log",
             params={"from": start, "size": size, "type": "driver"},
         )
-        return [str(line) for line in body.get("log") or []]
+        return int(body.get("total") or 0), [str(line) for line in body.get("log") or []]
+
+    def tail_batch_log(self, batch_id: str, lines: int = 50) -> list[str]:
+        """The last ``lines`` driver log lines of the job."""
+        total, first_page = self.get_batch_log(batch_id, size=lines)
+        if total <= lines:
+            return first_page
+        return self.get_batch_log(batch_id, start=total - lines, size=lines)[1]
 
     def iter_batches(self, *, page_size: int = 100, **filters: Any) -> Iterator[dict[str, Any]]:
         """Every batch object matching ``filters`` (``queue_name``, ``job_name``, ``state``...), page by page."""

@@ -1,4 +1,4 @@
-"""Operators for DLI Spark batch jobs.
+"""Operators for DLI Spark batch jobs: submit (and watch) one, cancel one.
 
 The hook (and with it ``requests``) is imported when a task runs, not when a DAG file is parsed: the DAG
 processor imports operator modules on every parse.
@@ -6,25 +6,327 @@ processor imports operator modules on every parse.
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
-from airflow_provider_dli._compat import AirflowFailException
+from airflow_provider_dli._compat import AirflowFailException, ResumableJobMixin, conf
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_dli.hooks.dli import CancelResult, DLIHook
 
+XCOM_BATCH_ID = "dli_batch_id"
+"""The XCom key under which the submit operator pushes the job's id the moment the job exists."""
+
+# SIGTERM gives a task 5 s before SIGKILL: the cancel in on_kill must fit in that, retries included.
+ON_KILL_HOOK_OPTIONS: dict[str, Any] = {"timeout": (1.0, 2.0), "retry_limit": 0}
+
+_MEMORY = re.compile(r"^[1-9]\d*[MmGg]$")
+_SC_TYPES = ("A", "B", "C")
+
 
 def _positive_seconds(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise ValueError(f"{name} must be a number of seconds > 0; got {value!r}")
     return float(value)
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)  # templated values render as strings
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a whole number > 0; got {value!r}")
+    return value
+
+
+def _strings(name: str, value: object) -> list[str]:
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ValueError(f"{name} must be a list of strings; got {value!r}")
+    if not all(isinstance(item, str | int | float) and not isinstance(item, bool) for item in value):
+        raise ValueError(f"{name} must be a list of strings; got {value!r}")
+    return [str(item) for item in value]
+
+
+class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
+    """Submit a Spark batch job to DLI and, by default, wait until it ends.
+
+    The job's id is pushed to XCom (key ``dli_batch_id``) as soon as DLI accepts the job, before any
+    waiting, so that failure callbacks (:class:`~airflow_provider_dli.notifications.dli.DLICancelBatchNotifier`)
+    can always find it. The job is cancelled when the task is killed or times out while waiting (``on_kill``),
+    and when a deferred wait ends by timeout or is ended by a person (the trigger).
+
+    On Airflow 3.3+ a retried task reconnects to its still-running job instead of submitting it again
+    (``durable``, ``task_state_store``). On Airflow 3.1 and 3.2 a retry submits a new job.
+
+    :param file: the application: an OBS path or a DLI package name (templated).
+    :param class_name: the main class (templated).
+    :param queue_name: the DLI queue (templated). Not ``queue``: that is BaseOperator's executor queue,
+        which ``default_args`` often sets for Celery and which must not become the DLI queue silently.
+    :param args, jars, py_files, files: lists of strings (templated).
+    :param conf: Spark configuration (templated).
+    :param name: the job name (<= 128 characters); by default ``airflow.{dag_id}.{run_id}.{task_id}``,
+        which lets a DAG run's jobs be found and cancelled together.
+    :param driver_memory, executor_memory: like ``"2G"``; ``driver_cores``, ``executor_cores``,
+        ``num_executors``: whole numbers; ``spark_version``; ``sc_type``: ``A``, ``B`` or ``C`` (templated).
+    :param extra_body: any other field of the create-job API (``modules``, ``image``, ``obs_bucket``,
+        ``auto_recovery``, ``max_retry_times``...), passed as is (templated).
+    :param wait_for_completion: wait until the job ends; fail if it ends ``dead``. If False, return at once.
+    :param poll_interval: seconds between state polls.
+    :param deferrable: wait in the triggerer instead of holding a worker slot.
+    :param log_tail_lines: how many of the job's last driver log lines to copy into the task log.
+    :return: the batch id.
+    """
+
+    template_fields: Sequence[str] = (
+        "file",
+        "class_name",
+        "queue_name",
+        "args",
+        "jars",
+        "py_files",
+        "files",
+        "conf",
+        "name",
+        "driver_memory",
+        "driver_cores",
+        "executor_memory",
+        "executor_cores",
+        "num_executors",
+        "spark_version",
+        "sc_type",
+        "extra_body",
+        "dli_conn_id",
+        "project_id",
+    )
+    template_fields_renderers: ClassVar[dict[str, str]] = {"conf": "json", "extra_body": "json"}
+    ui_color = "#a6c8f4"
+    external_id_key = XCOM_BATCH_ID
+
+    def __init__(
+        self,
+        *,
+        file: str,
+        class_name: str,
+        queue_name: str | None = None,
+        args: Sequence[str] | None = None,
+        jars: Sequence[str] | None = None,
+        py_files: Sequence[str] | None = None,
+        files: Sequence[str] | None = None,
+        conf: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        driver_memory: str | None = None,
+        driver_cores: int | None = None,
+        executor_memory: str | None = None,
+        executor_cores: int | None = None,
+        num_executors: int | None = None,
+        spark_version: str | None = None,
+        sc_type: str | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        dli_conn_id: str = "dli_default",
+        project_id: str | None = None,
+        wait_for_completion: bool = True,
+        poll_interval: float = 10.0,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        log_tail_lines: int = 50,
+        durable: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if durable is not None:  # named here so that default_args reaches it
+            kwargs["durable"] = durable
+        super().__init__(**kwargs)
+        self.file = file
+        self.class_name = class_name
+        self.queue_name = queue_name
+        self.args = args
+        self.jars = jars
+        self.py_files = py_files
+        self.files = files
+        self.conf = conf
+        self.name = name
+        self.driver_memory = driver_memory
+        self.driver_cores = driver_cores
+        self.executor_memory = executor_memory
+        self.executor_cores = executor_cores
+        self.num_executors = num_executors
+        self.spark_version = spark_version
+        self.sc_type = sc_type
+        self.extra_body = extra_body
+        self.dli_conn_id = dli_conn_id
+        self.project_id = project_id
+        self.wait_for_completion = wait_for_completion
+        self.poll_interval = _positive_seconds("poll_interval", poll_interval)
+        self.deferrable = deferrable
+        self.log_tail_lines = _positive_int("log_tail_lines", log_tail_lines)
+        self.batch_id: str | None = None
+
+    def hook(self, **options: Any) -> DLIHook:
+        from airflow_provider_dli.hooks.dli import DLIHook
+
+        caller = f"{self.dag_id}.{self.task_id}"
+        return DLIHook(self.dli_conn_id, project_id=self.project_id, caller=caller, **options)
+
+    def batch_body(self, context: Context) -> dict[str, Any]:
+        """The create-job request from the rendered parameters; a ValueError names any bad one."""
+        for field in ("file", "class_name"):
+            if not isinstance(getattr(self, field), str) or not getattr(self, field).strip():
+                raise ValueError(f"{field} must be a non-empty string; got {getattr(self, field)!r}")
+        body: dict[str, Any] = {"file": self.file, "className": self.class_name}
+        if self.name is None:
+            from airflow_provider_dli.job_names import batch_job_name
+
+            ti = context["ti"]
+            body["name"] = batch_job_name(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1))
+        elif not isinstance(self.name, str) or not 0 < len(self.name) <= 128:
+            raise ValueError(f"name must be a string of 1 to 128 characters; got {self.name!r}")
+        else:
+            body["name"] = self.name
+        if self.queue_name is not None:
+            body["queue"] = str(self.queue_name)
+        for field, key in (("args", "args"), ("jars", "jars"), ("py_files", "pyFiles"), ("files", "files")):
+            if getattr(self, field) is not None:
+                body[key] = _strings(field, getattr(self, field))
+        if self.conf is not None:
+            if not isinstance(self.conf, Mapping):
+                raise ValueError(f"conf must be a mapping of Spark settings; got {self.conf!r}")
+            body["conf"] = dict(self.conf)
+        for field, key in (("driver_memory", "driverMemory"), ("executor_memory", "executorMemory")):
+            value = getattr(self, field)
+            if value is not None:
+                if not isinstance(value, str) or not _MEMORY.match(value):
+                    raise ValueError(f"{field} must look like '512M' or '2G'; got {value!r}")
+                body[key] = value
+        for field, key in (
+            ("driver_cores", "driverCores"),
+            ("executor_cores", "executorCores"),
+            ("num_executors", "numExecutors"),
+        ):
+            if getattr(self, field) is not None:
+                body[key] = _positive_int(field, getattr(self, field))
+        if self.spark_version is not None:
+            body["spark_version"] = str(self.spark_version)
+        if self.sc_type is not None:
+            if self.sc_type not in _SC_TYPES:
+                raise ValueError(f"sc_type must be one of {_SC_TYPES}; got {self.sc_type!r}")
+            body["sc_type"] = self.sc_type
+        for key, value in (self.extra_body or {}).items():
+            if key in body:
+                raise ValueError(f"extra_body[{key!r}] repeats a field that a parameter of the operator sets")
+            body[key] = value
+        return body
+
+    def execute(self, context: Context) -> Any:
+        if not self.wait_for_completion:
+            return self.submit_job(context)
+        if self.deferrable:
+            return self._submit_and_defer(context)
+        return self.execute_resumable(context)
+
+    # ResumableJobMixin: how to submit, check and wait for one job
+
+    def submit_job(self, context: Context) -> str:
+        body = self.batch_body(context)
+        batch_id = str(self.hook().create_batch(body)["id"])
+        self._remember(batch_id, context)
+        return batch_id
+
+    def get_job_status(self, external_id: Any, context: Context) -> str:
+        return self.hook().get_batch_state(str(external_id))
+
+    def is_job_active(self, status: str) -> bool:
+        from airflow_provider_dli.hooks.dli import LIVE_STATES
+
+        return status in LIVE_STATES
+
+    def is_job_succeeded(self, status: str) -> bool:
+        return status == "success"
+
+    def poll_until_complete(self, external_id: Any, context: Context) -> None:
+        from airflow_provider_dli.hooks.dli import TERMINAL_STATES
+
+        batch_id = str(external_id)
+        if self.batch_id != batch_id:  # reconnected on a retry: this try's XCom is empty
+            self.log.info("Reconnecting to DLI batch job %s submitted by an earlier try", batch_id)
+            self._remember(batch_id, context)
+        hook = self.hook()
+        while (state := hook.get_batch_state(batch_id)) not in TERMINAL_STATES:
+            self.log.info("DLI batch job %s is %s", batch_id, state)
+            time.sleep(self.poll_interval)
+        self._finish(hook, batch_id, state)
+
+    def get_job_result(self, external_id: Any, context: Context) -> str:
+        return str(external_id)
+
+    # Deferrable waiting
+
+    def _submit_and_defer(self, context: Context) -> str:
+        from airflow_provider_dli.triggers.dli import DLIBatchTrigger
+
+        batch_id = self.submit_job(context)
+        deadline = None
+        backstop: timedelta | None = None
+        if self.execution_timeout is not None:
+            # The trigger cancels the job at the deadline; Airflow's own deferral timeout, which would end
+            # the wait without cancelling, is only a backstop a minute later.
+            deadline = time.time() + self.execution_timeout.total_seconds()
+            backstop = self.execution_timeout + timedelta(minutes=1)
+        self.defer(
+            trigger=DLIBatchTrigger(
+                batch_id=batch_id,
+                dli_conn_id=self.dli_conn_id,
+                project_id=self.project_id,
+                poll_interval=self.poll_interval,
+                deadline=deadline,
+                caller=f"{self.dag_id}.{self.task_id}",
+            ),
+            method_name="execute_complete",
+            timeout=backstop,
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> str:
+        batch_id = str(event["batch_id"])
+        self.batch_id = batch_id
+        status = event["status"]
+        if status == "timeout":
+            raise AirflowException(
+                f"DLI batch job {batch_id} did not finish within execution_timeout "
+                f"({self.execution_timeout}); it was cancelled"
+            )
+        if status == "error":
+            self.hook().cancel_batch(batch_id)  # the task fails: the job must not outlive it
+            raise AirflowException(f"Lost track of DLI batch job {batch_id}, so it was cancelled: {event['message']}")
+        self._finish(self.hook(), batch_id, status)
+        return batch_id
+
+    # Shared
+
+    def _remember(self, batch_id: str, context: Context) -> None:
+        self.batch_id = batch_id
+        context["ti"].xcom_push(key=XCOM_BATCH_ID, value=batch_id)
+
+    def _finish(self, hook: DLIHook, batch_id: str, state: str) -> None:
+        """Copy the job's last log lines into the task log; fail the task if the job failed."""
+        self.log.info("DLI batch job %s ended %s; its last driver log lines:", batch_id, state)
+        for line in hook.tail_batch_log(batch_id, self.log_tail_lines):
+            self.log.info("  %s", line)
+        if state != "success":
+            raise AirflowException(f"DLI batch job {batch_id} ended {state}")
+
+    def on_kill(self) -> None:
+        """SIGTERM or execution_timeout: cancel the job within the 5 s before SIGKILL."""
+        if self.batch_id is None:
+            return
+        self.log.warning("Task killed: cancelling DLI batch job %s", self.batch_id)
+        try:
+            self.hook(**ON_KILL_HOOK_OPTIONS).cancel_batch(self.batch_id)
+        except Exception:
+            self.log.exception("Could not cancel DLI batch job %s", self.batch_id)
 
 
 class DLICancelBatchOperator(BaseOperator):

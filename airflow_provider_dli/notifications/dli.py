@@ -1,0 +1,85 @@
+"""DLICancelBatchNotifier: cancel a batch job from a task's or a DAG's failure (or retry) callback.
+
+Callbacks run on the worker after an exception or ``execution_timeout``, and in the DAG processor after a
+killed task or a missed heartbeat; both give a context whose ``ti`` can pull XCom, so one code path serves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseNotifier
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+XCOM_KEYS = ("dli_batch_id", "return_value")
+
+
+class DLICancelBatchNotifier(BaseNotifier):
+    """Cancel the batch job(s) of a task when a callback fires.
+
+    :param batch_id: the job's id (templated). Without it, the XCom ``dli_batch_id`` (then
+        ``return_value``) of ``source_task_id`` is used: one id or a list of ids.
+    :param source_task_id: the task that submitted the job (templated); by default the task whose callback
+        fires. Needed in DAG-level callbacks.
+    :param dli_conn_id: the DLI connection (templated).
+    :param project_id: overrides the connection's project (templated).
+
+    Finding no id is not an error (the submit may have failed before DLI accepted a job): it is logged.
+    Ids that the callback cannot cancel raise, and Airflow logs the failure beside the task's own.
+    """
+
+    template_fields: Sequence[str] = ("batch_id", "source_task_id", "dli_conn_id", "project_id")
+
+    def __init__(
+        self,
+        *,
+        batch_id: str | None = None,
+        source_task_id: str | None = None,
+        dli_conn_id: str = "dli_default",
+        project_id: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.batch_id = batch_id
+        self.source_task_id = source_task_id
+        self.dli_conn_id = dli_conn_id
+        self.project_id = project_id
+
+    def notify(self, context: Context) -> None:
+        from airflow_provider_dli.hooks.dli import DLIHook
+
+        ti = context.get("ti")
+        where = f"{ti.dag_id}.{ti.task_id}" if ti is not None else str(context.get("run_id", "DAG"))
+        batch_ids = [self.batch_id] if self.batch_id else self._batch_ids_from_xcom(context)
+        if not batch_ids:
+            self.log.info("No DLI batch job id found for %s: nothing to cancel", where)
+            return
+        hook = DLIHook(self.dli_conn_id, project_id=self.project_id, caller=f"{where} callback")
+        for batch_id in batch_ids:
+            result = hook.cancel_batch(batch_id)
+            if result["cancelled"]:
+                self.log.info("Cancelled DLI batch job %s after the failure of %s", batch_id, where)
+
+    def _batch_ids_from_xcom(self, context: Context) -> list[str]:
+        from airflow_provider_dli.hooks.dli import validate_batch_id
+
+        ti = context.get("ti")
+        if ti is None:
+            self.log.warning("The callback context has no task instance: pass batch_id= to the notifier")
+            return []
+        task_id = self.source_task_id or ti.task_id
+        for key in XCOM_KEYS:
+            value: Any = ti.xcom_pull(task_ids=task_id, key=key)
+            values = value if isinstance(value, list) else [value]
+            ids = [item for item in values if item]
+            if not ids:
+                continue
+            try:
+                return [validate_batch_id(item, f"XCom {key!r} of task {task_id!r}") for item in ids]
+            except ValueError:
+                if key == "dli_batch_id":
+                    raise
+                self.log.info("XCom return_value of task %s is not a DLI batch job id", task_id)
+        return []

@@ -1,0 +1,283 @@
+"""The emulator on its own: raw HTTP, the vendor SDK as a real client, and the command line."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from huaweicloudsdkcore.auth.credentials import BasicCredentials
+from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
+from huaweicloudsdkdli.v1 import (
+    CancelSparkJobRequest,
+    CreateSparkJobRequest,
+    CreateSparkJobRequestBody,
+    DliClient,
+    ListSparkJobsRequest,
+    ShowSparkJobStatusRequest,
+)
+
+from airflow_provider_dli import signing
+from airflow_provider_dli.emulator import (
+    DEFAULT_ACCESS_KEY,
+    DEFAULT_PROJECT_ID,
+    DEFAULT_SECRET_KEY,
+    DLIEmulator,
+)
+from airflow_provider_dli.hooks.dli import DLIHook
+from tests.conftest import SUBMIT_BODY
+
+BATCHES = f"/v2.0/{DEFAULT_PROJECT_ID}/batches"
+
+
+def signed(
+    emulator: DLIEmulator,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    secret_key: str = DEFAULT_SECRET_KEY,
+    access_key: str = DEFAULT_ACCESS_KEY,
+    date: datetime | None = None,
+) -> requests.Response:
+    """One request signed by hand with the pure signer, outside the hook."""
+    url = emulator.url + path
+    data = json.dumps(body).encode() if body is not None else b""
+    headers = {
+        "Content-Type": "application/json",
+        "X-Project-Id": DEFAULT_PROJECT_ID,
+        "X-Sdk-Date": signing.sdk_date(date),
+    }
+    headers = signing.sign_request(method, url, headers, data, access_key=access_key, secret_key=secret_key)
+    return requests.request(method, url, headers=headers, data=data, timeout=10)
+
+
+def vendor_client(emulator: DLIEmulator, secret_key: str = DEFAULT_SECRET_KEY) -> Any:
+    credentials = BasicCredentials(DEFAULT_ACCESS_KEY, secret_key, DEFAULT_PROJECT_ID)
+    return DliClient.new_builder().with_credentials(credentials).with_endpoints([emulator.url]).build()
+
+
+# The vendor's SDK as a real client
+
+
+def test_vendor_sdk_drives_the_emulator(dli_emulator: DLIEmulator) -> None:
+    client = vendor_client(dli_emulator)
+    body = CreateSparkJobRequestBody(file="obs://bucket/app.jar", class_name="com.example.App", queue="etl")
+    created = client.create_spark_job(CreateSparkJobRequest(body=body))
+    assert created.state == "starting"
+    status = client.show_spark_job_status(ShowSparkJobStatusRequest(batch_id=created.id))
+    assert status.state == "starting"
+    assert client.cancel_spark_job(CancelSparkJobRequest(batch_id=created.id)).msg == "deleted"
+    assert client.show_spark_job_status(ShowSparkJobStatusRequest(batch_id=created.id)).state == "dead"
+    listed = client.list_spark_jobs(ListSparkJobsRequest(queue_name="etl"))
+    assert listed.total == 1
+    assert listed.sessions[0].id == created.id
+    assert listed.sessions[0].state == "dead"
+
+
+def test_vendor_sdk_with_a_wrong_secret_key_is_refused(dli_emulator: DLIEmulator) -> None:
+    client = vendor_client(dli_emulator, secret_key="wrong-secret-key")
+    with pytest.raises(ClientRequestException) as raised:
+        client.list_spark_jobs(ListSparkJobsRequest())
+    assert raised.value.status_code == 401
+    assert raised.value.error_code == "APIGW.0301"
+
+
+# Authentication
+
+
+def test_signature_over_a_tampered_request_is_refused(dli_emulator: DLIEmulator) -> None:
+    url = dli_emulator.url + BATCHES
+    headers = {"Content-Type": "application/json", "X-Project-Id": DEFAULT_PROJECT_ID, "X-Sdk-Date": signing.sdk_date()}
+    headers = signing.sign_request(
+        "GET", url + "?size=1", headers, b"", access_key=DEFAULT_ACCESS_KEY, secret_key=DEFAULT_SECRET_KEY
+    )
+    assert requests.get(url + "?size=1", headers=headers, timeout=10).status_code == 200
+    response = requests.get(url + "?size=2", headers=headers, timeout=10)
+    assert response.status_code == 401
+    assert response.json()["error_code"] == "APIGW.0301"
+
+
+def test_unknown_access_key_is_refused(dli_emulator: DLIEmulator) -> None:
+    response = signed(dli_emulator, "GET", BATCHES, access_key="UNKNOWNKEY")
+    assert (response.status_code, response.json()["error_code"]) == (401, "APIGW.0301")
+
+
+@pytest.mark.parametrize("skew", [timedelta(minutes=16), -timedelta(minutes=16)])
+def test_clock_skew_over_15_minutes_is_refused(dli_emulator: DLIEmulator, skew: timedelta) -> None:
+    response = signed(dli_emulator, "GET", BATCHES, date=datetime.now(UTC) + skew)
+    assert (response.status_code, response.json()["error_code"]) == (401, "APIG.0303")
+    assert signed(dli_emulator, "GET", BATCHES, date=datetime.now(UTC) + timedelta(minutes=14)).status_code == 200
+
+
+def test_no_credentials_and_expired_tokens_are_refused(dli_emulator: DLIEmulator) -> None:
+    assert requests.get(dli_emulator.url + BATCHES, timeout=10).status_code == 401
+    dli_emulator.token_ttl = 0.2
+    token = dli_emulator.issue_token()
+    headers = {"X-Auth-Token": token}
+    assert requests.get(dli_emulator.url + BATCHES, headers=headers, timeout=10).status_code == 200
+    time.sleep(0.3)
+    assert requests.get(dli_emulator.url + BATCHES, headers=headers, timeout=10).status_code == 401
+
+
+def test_iam_token_endpoint(dli_emulator: DLIEmulator) -> None:
+    body = {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {"user": {"name": "airflow", "password": "emulator-password", "domain": {"name": "emulator"}}},
+            },
+            "scope": {"project": {"id": DEFAULT_PROJECT_ID}},
+        }
+    }
+    response = requests.post(dli_emulator.url + "/v3/auth/tokens", json=body, timeout=10)
+    assert response.status_code == 201
+    expires = datetime.fromisoformat(response.json()["token"]["expires_at"])
+    assert timedelta(hours=23) < expires - datetime.now(UTC) <= timedelta(hours=24)
+    token = response.headers["X-Subject-Token"]
+    assert requests.get(dli_emulator.url + BATCHES, headers={"X-Auth-Token": token}, timeout=10).status_code == 200
+    body["auth"]["identity"]["password"]["user"]["password"] = "wrong"
+    assert requests.post(dli_emulator.url + "/v3/auth/tokens", json=body, timeout=10).status_code == 401
+
+
+def test_every_answer_carries_a_request_id(dli_emulator: DLIEmulator) -> None:
+    ok = signed(dli_emulator, "GET", BATCHES)
+    error = signed(dli_emulator, "GET", f"{BATCHES}/0a324461-d9d9-45da-a52a-3b3c7a3d809e")
+    assert ok.headers["X-Request-Id"]
+    assert error.json()["request_id"] == error.headers["X-Request-Id"]
+    assert error.json()["error_code"] == "DLI.0002"
+
+
+# Jobs
+
+
+def test_state_machine() -> None:
+    with DLIEmulator(starting_seconds=0.2, running_seconds=0.2) as emulator:
+        batch_id = signed(emulator, "POST", BATCHES, SUBMIT_BODY).json()["id"]
+        seen = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and (not seen or seen[-1] != "success"):
+            state = signed(emulator, "GET", f"{BATCHES}/{batch_id}/state").json()["state"]
+            if not seen or seen[-1] != state:
+                seen.append(state)
+            time.sleep(0.02)
+        assert seen == ["starting", "running", "success"]
+
+
+def test_conf_makes_a_job_fail(dli_emulator: DLIEmulator) -> None:
+    conf = {"dli.emulator.final_state": "dead", "dli.emulator.starting_seconds": 0, "dli.emulator.running_seconds": 0}
+    batch_id = signed(dli_emulator, "POST", BATCHES, dict(SUBMIT_BODY, conf=conf)).json()["id"]
+    assert dli_emulator.state_of(batch_id) == "dead"
+    log = signed(dli_emulator, "GET", f"{BATCHES}/{batch_id}/log?from=0&size=10").json()
+    assert log["from"] == "0"  # as the real service sends it
+    assert log["log"][-1].startswith("ERROR")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"className": "A"}, "file is required"),
+        ({"file": "obs://b/a.jar"}, "className is required"),
+        (dict(SUBMIT_BODY, name="x" * 129), "longer than 128"),
+        (dict(SUBMIT_BODY, conf=[]), "conf must be an object"),
+    ],
+)
+def test_create_validates_the_body(dli_emulator: DLIEmulator, body: dict[str, Any], message: str) -> None:
+    response = signed(dli_emulator, "POST", BATCHES, body)
+    assert (response.status_code, response.json()["error_code"]) == (400, "DLI.0001")
+    assert message in response.json()["error_msg"]
+
+
+def test_cancel_rules(dli_emulator: DLIEmulator) -> None:
+    batch_id = signed(dli_emulator, "POST", BATCHES, SUBMIT_BODY).json()["id"]
+    first = signed(dli_emulator, "DELETE", f"{BATCHES}/{batch_id}")
+    assert (first.status_code, first.json()) == (200, {"msg": "deleted"})
+    again = signed(dli_emulator, "DELETE", f"{BATCHES}/{batch_id}")
+    assert (again.status_code, again.json()["error_code"]) == (400, "DLI.0007")
+    unknown = signed(dli_emulator, "DELETE", f"{BATCHES}/0a324461-d9d9-45da-a52a-3b3c7a3d809e")
+    assert (unknown.status_code, unknown.json()["error_code"]) == (400, "DLI.0002")
+    [event] = dli_emulator.cancel_events
+    assert (event.batch_id, event.state_before) == (batch_id, "starting")
+
+
+def test_list_filters_and_pages(dli_emulator: DLIEmulator) -> None:
+    for index in range(5):
+        signed(dli_emulator, "POST", BATCHES, dict(SUBMIT_BODY, name=f"run-{index}", queue="q1" if index % 2 else "q2"))
+    page = signed(dli_emulator, "GET", f"{BATCHES}?from=1&size=2").json()
+    assert (page["from"], page["total"], len(page["sessions"])) == (1, 5, 2)
+    assert signed(dli_emulator, "GET", f"{BATCHES}?queue_name=q1").json()["total"] == 2
+    assert signed(dli_emulator, "GET", f"{BATCHES}?job_name=run-3").json()["sessions"][0]["name"] == "run-3"
+    assert signed(dli_emulator, "GET", f"{BATCHES}?state=dead").json()["total"] == 0
+    assert signed(dli_emulator, "GET", f"{BATCHES}?size=0").status_code == 400
+
+
+def test_concurrent_clients(dli_emulator: DLIEmulator, hook: DLIHook) -> None:
+    ids: list[str] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        for _ in range(10):
+            batch_id = str(hook.create_batch(SUBMIT_BODY)["id"])
+            hook.cancel_batch(batch_id)
+            with lock:
+                ids.append(batch_id)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(ids)) == 80
+    assert len(dli_emulator.cancel_events) == 80
+    assert all(dli_emulator.state_of(batch_id) == "dead" for batch_id in ids)
+
+
+def test_faults_over_the_control_endpoint(dli_emulator: DLIEmulator) -> None:
+    fault = {"path": ".*/batches", "method": "GET", "status": 503, "times": 2}
+    assert requests.post(dli_emulator.url + "/_emulator/faults", json=fault, timeout=10).status_code == 200
+    assert [signed(dli_emulator, "GET", BATCHES).status_code for _ in range(3)] == [503, 503, 200]
+    state = requests.get(dli_emulator.url + "/_emulator/state", timeout=10).json()
+    assert state["requests"] == 1  # faults answer before the API counts a request
+    assert requests.delete(dli_emulator.url + "/_emulator/faults", timeout=10).status_code == 200
+
+
+# The command line
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("how", ["console-script", "module"])
+def test_command_line(tmp_path: Path, stop_signal: signal.Signals, how: str) -> None:
+    command = (
+        [str(Path(sys.executable).with_name("dli-emulator"))]
+        if how == "console-script"
+        else [sys.executable, "-m", "airflow_provider_dli.emulator"]
+    )
+    process = subprocess.Popen(
+        [*command, "--port", "0", "--access-key", "MYAK", "--secret-key", "my-secret", "--project-id", "proj1"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        ready = process.stdout.readline()
+        assert ready.startswith("DLI emulator listening on http://127.0.0.1:")
+        url = ready.split()[4]
+        connection = json.loads(process.stdout.readline().split("=", 1)[1].strip("'\n"))
+        assert connection["host"] == url
+        assert (connection["login"], connection["extra"]["project_id"]) == ("MYAK", "proj1")
+        response = requests.get(f"{url}/_emulator/state", timeout=10)
+        assert response.json()["jobs"] == []
+        process.send_signal(stop_signal)
+        assert process.wait(timeout=10) == 0
+        assert process.stdout.read().strip() == "DLI emulator stopped"
+    finally:
+        process.kill()
+        process.wait()
