@@ -133,7 +133,9 @@ def test_iam_token_endpoint(dli_emulator: DLIEmulator) -> None:
         "auth": {
             "identity": {
                 "methods": ["password"],
-                "password": {"user": {"name": "airflow", "password": "emulator-password", "domain": {"name": "emulator"}}},
+                "password": {
+                    "user": {"name": "airflow", "password": "emulator-password", "domain": {"name": "emulator"}}
+                },
             },
             "scope": {"project": {"id": DEFAULT_PROJECT_ID}},
         }

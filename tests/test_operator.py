@@ -71,7 +71,7 @@ def test_fail_if_finished(dli_connection: DLIEmulator, live_job: str) -> None:
 
 
 def test_rendered_none_batch_id_is_a_clear_error(dli_connection: DLIEmulator) -> None:
-    with pytest.raises(ValueError, match="batch_id must be a DLI batch job id.*got 'None'"):
+    with pytest.raises(ValueError, match=r"batch_id must be a DLI batch job id.*got 'None'"):
         cancel(dli_connection, "None")
     assert dli_connection.request_log == []
 

@@ -1,0 +1,93 @@
+"""The example DAGs: they parse, and each runs end to end against the emulator with ``airflow dags test``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_dli.emulator import DLIEmulator
+from airflow_provider_dli.hooks.dli import DLIHook
+from tests.airflow_cli import REPO, AirflowHome
+from tests.conftest import SUBMIT_BODY
+
+EXAMPLES = REPO / "example_dags"
+
+
+def test_every_example_parses_without_import_errors() -> None:
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow 3.1
+        from airflow.models.dagbag import DagBag
+
+    dagbag = DagBag(dag_folder=str(EXAMPLES))  # AIRFLOW__CORE__LOAD_EXAMPLES is False (conftest)
+    assert dagbag.import_errors == {}
+    assert {Path(path).name for path in dagbag.file_last_changed} == {p.name for p in EXAMPLES.glob("*.py")}
+    assert set(dagbag.dag_ids) == {"example_dli_cancel_on_failure", "example_dli_cancel_batch"}
+
+
+@pytest.fixture
+def long_running_emulator() -> object:
+    with DLIEmulator(starting_seconds=0.5, running_seconds=600) as emulator:
+        yield emulator
+
+
+def test_failed_check_cancels_the_job(long_running_emulator: DLIEmulator, airflow_home: AirflowHome) -> None:
+    emulator = long_running_emulator
+    result = airflow_home.run("dags", "test", "example_dli_cancel_on_failure", dags_folder=EXAMPLES, emulator=emulator)
+    assert result.returncode != 0  # the DAG run fails, as the check does
+    [job] = emulator.jobs.values()
+    assert emulator.state_of(job.id) == "dead"
+    [event] = emulator.cancel_events
+    assert event.batch_id == job.id
+    assert event.user_agent.endswith("(example_dli_cancel_on_failure.check_source_data callback)")
+    assert job.body["name"].startswith("airflow.example_dli_cancel_on_failure.manual__")
+    assert job.body["name"].endswith(".submit_spark_job")
+
+
+def test_passing_check_leaves_the_job_running(long_running_emulator: DLIEmulator, airflow_home: AirflowHome) -> None:
+    emulator = long_running_emulator
+    result = airflow_home.run(
+        "dags",
+        "test",
+        "example_dli_cancel_on_failure",
+        "-c",
+        json.dumps({"input_ready": True}),
+        dags_folder=EXAMPLES,
+        emulator=emulator,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    [job] = emulator.jobs.values()
+    assert emulator.cancel_events == []
+    assert emulator.state_of(job.id) in ("starting", "running")
+
+
+def test_cancel_by_id_from_the_run_conf(dli_connection: DLIEmulator, airflow_home: AirflowHome) -> None:
+    batch_id = DLIHook().create_batch(SUBMIT_BODY)["id"]
+    result = airflow_home.run(
+        "dags",
+        "test",
+        "example_dli_cancel_batch",
+        "-c",
+        json.dumps({"batch_id": batch_id}),
+        dags_folder=EXAMPLES,
+        emulator=dli_connection,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert dli_connection.state_of(batch_id) == "dead"
+    assert [event.batch_id for event in dli_connection.cancel_events] == [batch_id]
+
+
+def test_cancel_by_id_rejects_a_malformed_id(dli_emulator: DLIEmulator, airflow_home: AirflowHome) -> None:
+    result = airflow_home.run(
+        "dags",
+        "test",
+        "example_dli_cancel_batch",
+        "-c",
+        json.dumps({"batch_id": "../../etc"}),
+        dags_folder=EXAMPLES,
+        emulator=dli_emulator,
+    )
+    assert result.returncode != 0
+    assert dli_emulator.request_log == []
