@@ -39,7 +39,7 @@ test-oldest:
 test: test-current test-oldest
 
 demo: install
-	$(BIN)/python -m airflow_provider_dli.demo
+	$(BIN)/python scripts/demo.py
 
 bench: install
 	$(BIN)/python benchmarks/run.py
