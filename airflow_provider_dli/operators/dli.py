@@ -222,6 +222,7 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         return body
 
     def execute(self, context: Context) -> Any:
+        self.batch_id = None  # per try: an in-process retry may reuse this instance
         if not self.wait_for_completion:
             return self.submit_job(context)
         if self.deferrable:

@@ -1,0 +1,42 @@
+"""Test DAGs for the failure-path matrix: each ends a waiting submit task a different way."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import DAG
+
+from airflow_provider_dli.operators.dli import DLISubmitBatchOperator
+
+JOB = {"file": "obs://bucket/app.jar", "class_name": "com.example.App", "poll_interval": 0.2}
+
+with DAG("dli_test_execution_timeout", schedule=None, catchup=False):
+    DLISubmitBatchOperator(task_id="submit", execution_timeout=timedelta(seconds=3), **JOB)
+
+with DAG("dli_test_deferral_timeout", schedule=None, catchup=False):
+    DLISubmitBatchOperator(task_id="submit", deferrable=True, execution_timeout=timedelta(seconds=3), **JOB)
+
+with DAG("dli_test_sigterm", schedule=None, catchup=False):
+    DLISubmitBatchOperator(task_id="submit", **JOB)
+
+with DAG("dli_test_retry_reconnect", schedule=None, catchup=False):
+    DLISubmitBatchOperator(task_id="submit", retries=1, retry_delay=timedelta(seconds=0), **JOB)
+
+with DAG("dli_test_deferred_success", schedule=None, catchup=False):
+    DLISubmitBatchOperator(task_id="submit", deferrable=True, **JOB)
+
+with DAG("dli_test_job_fails", schedule=None, catchup=False):
+    DLISubmitBatchOperator(
+        task_id="submit",
+        conf={"dli.emulator.final_state": "dead", "dli.emulator.running_seconds": 0.5},
+        **JOB,
+    )
+
+with DAG("dli_test_deferrable_sensor", schedule=None, catchup=False):
+    from airflow_provider_dli.sensors.dli import DLIBatchSensor
+
+    submit = DLISubmitBatchOperator(task_id="submit", wait_for_completion=False, **JOB)
+    watch = DLIBatchSensor(
+        task_id="watch", batch_id="{{ ti.xcom_pull(task_ids='submit') }}", deferrable=True, poke_interval=0.2
+    )
+    submit >> watch

@@ -1,0 +1,271 @@
+"""The failure-path matrix: however Airflow ends a task, its DLI job must not keep running.
+
+Each row runs a real DAG (``airflow dags test``) against the emulator where Airflow can run that path
+there, and calls the mechanism directly where it cannot (a person marking a deferred task failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow import __version__ as airflow_version
+from packaging.version import Version
+
+from airflow_provider_dli._compat import AirflowFailException
+from airflow_provider_dli.emulator import DLIEmulator
+from airflow_provider_dli.hooks.dli import DLIHook
+from airflow_provider_dli.operators.dli import DLISubmitBatchOperator
+from airflow_provider_dli.sensors.dli import DLIBatchSensor
+from airflow_provider_dli.triggers.dli import DLIBatchTrigger
+from tests.airflow_cli import AIRFLOW, AirflowHome
+from tests.conftest import SUBMIT_BODY
+
+TEST_DAGS = Path(__file__).parent / "dags"
+AIRFLOW_3_3 = Version(airflow_version) >= Version("3.3")
+
+
+@pytest.fixture
+def long_jobs(monkeypatch: pytest.MonkeyPatch) -> Iterator[DLIEmulator]:
+    """Jobs that run 10 minutes: only a cancel ends them within a test."""
+    with DLIEmulator(starting_seconds=0.2, running_seconds=600) as emulator:
+        monkeypatch.setenv("AIRFLOW_CONN_DLI_DEFAULT", json.dumps(emulator.connection()))
+        yield emulator
+
+
+def run_dag(home: AirflowHome, dag_id: str, emulator: DLIEmulator) -> subprocess.CompletedProcess[str]:
+    result: subprocess.CompletedProcess[str] = home.run(
+        "dags", "test", dag_id, dags_folder=TEST_DAGS, emulator=emulator
+    )
+    return result
+
+
+def only_job(emulator: DLIEmulator) -> str:
+    [batch_id] = emulator.jobs
+    return batch_id
+
+
+def cancelled_by(emulator: DLIEmulator, batch_id: str) -> str:
+    [event] = [event for event in emulator.cancel_events if event.batch_id == batch_id]
+    return event.user_agent.partition("(")[2].rstrip(")")
+
+
+def xcom_batch_id(home: AirflowHome, dag_id: str) -> str:
+    with sqlite3.connect(home.path / "airflow.db") as db:
+        rows = db.execute("SELECT value FROM xcom WHERE dag_id = ? AND key = 'dli_batch_id'", (dag_id,)).fetchall()
+    [(value,)] = rows
+    return str(json.loads(value))
+
+
+# Rows that a real DAG run covers
+
+
+def test_execution_timeout_of_a_waiting_task(long_jobs: DLIEmulator, airflow_home: AirflowHome) -> None:
+    result = run_dag(airflow_home, "dli_test_execution_timeout", long_jobs)
+    assert result.returncode != 0
+    batch_id = only_job(long_jobs)
+    assert long_jobs.state_of(batch_id) == "dead"
+    assert cancelled_by(long_jobs, batch_id) == "dli_test_execution_timeout.submit"  # on_kill
+    assert xcom_batch_id(airflow_home, "dli_test_execution_timeout") == batch_id  # pushed before waiting
+
+
+def test_sigterm_of_the_task_process(long_jobs: DLIEmulator, airflow_home: AirflowHome) -> None:
+    env = airflow_home.env(TEST_DAGS, long_jobs)
+    process = subprocess.Popen(
+        [AIRFLOW, "dags", "test", "dli_test_sigterm"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(
+            job.state(time.time()) == "running" for job in long_jobs.jobs.values()
+        ):
+            time.sleep(0.1)
+        batch_id = only_job(long_jobs)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+    assert long_jobs.state_of(batch_id) == "dead"
+    assert cancelled_by(long_jobs, batch_id) == "dli_test_sigterm.submit"  # on_kill
+
+
+def test_deferral_timeout(long_jobs: DLIEmulator, airflow_home: AirflowHome) -> None:
+    result = run_dag(airflow_home, "dli_test_deferral_timeout", long_jobs)
+    assert result.returncode != 0
+    assert "did not finish within execution_timeout (0:00:03); it was cancelled" in result.stdout + result.stderr
+    batch_id = only_job(long_jobs)
+    assert long_jobs.state_of(batch_id) == "dead"
+    assert cancelled_by(long_jobs, batch_id) == "dli_test_deferral_timeout.submit"  # the trigger
+
+
+def test_retried_task_reconnects_instead_of_resubmitting(airflow_home: AirflowHome) -> None:
+    with DLIEmulator(starting_seconds=0.2, running_seconds=3) as emulator:
+        # The first try fails while waiting (a state poll is refused), the job still running.
+        emulator.add_fault(r".*/state", method="GET", status=400, times=1)
+        result = run_dag(airflow_home, "dli_test_retry_reconnect", emulator)
+        assert result.returncode == 0, result.stdout[-3000:]
+        output = result.stdout + result.stderr
+        if AIRFLOW_3_3:
+            assert len(emulator.jobs) == 1
+            assert "Reconnecting to DLI batch job" in output
+        else:  # documented: before 3.3 there is no task_state_store, so the retry submits again
+            assert len(emulator.jobs) == 2
+        assert emulator.cancel_events == []
+
+
+def test_downstream_exception_is_covered_by_the_notifier_example() -> None:
+    """Row 'exception in a downstream task': tests/test_example_dags.py::test_failed_check_cancels_the_job."""
+    from tests import test_example_dags
+
+    assert callable(test_example_dags.test_failed_check_cancels_the_job)
+
+
+# The submit operator's other duties, in real DAG runs
+
+
+def test_dead_job_fails_the_task_and_its_log_reaches_the_task_log(
+    dli_emulator: DLIEmulator, airflow_home: AirflowHome
+) -> None:
+    result = run_dag(airflow_home, "dli_test_job_fails", dli_emulator)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    batch_id = only_job(dli_emulator)
+    assert f"DLI batch job {batch_id} ended dead" in output
+    assert "ERROR SparkContext: application failed: exit code 1" in output
+    assert dli_emulator.cancel_events == []
+
+
+def test_deferred_wait_and_deferrable_sensor(airflow_home: AirflowHome) -> None:
+    with DLIEmulator(starting_seconds=0.2, running_seconds=1) as emulator:
+        result = run_dag(airflow_home, "dli_test_deferrable_sensor", emulator)
+        assert result.returncode == 0, result.stdout[-3000:]
+        assert emulator.state_of(only_job(emulator)) == "success"
+        result = run_dag(airflow_home, "dli_test_deferred_success", emulator)
+        assert result.returncode == 0, result.stdout[-3000:]
+        assert len(emulator.jobs) == 2
+
+
+# The trigger, called directly: a person ending a deferred task needs a running triggerer
+
+
+def run_trigger(trigger: DLIBatchTrigger) -> dict[str, Any]:
+    async def first_event() -> dict[str, Any]:
+        async for event in trigger.run():
+            payload: dict[str, Any] = event.payload
+            return payload
+        raise AssertionError("the trigger fired no event")
+
+    return asyncio.run(first_event())
+
+
+def test_trigger_on_kill_cancels_the_job(long_jobs: DLIEmulator) -> None:
+    batch_id = str(DLIHook().create_batch(SUBMIT_BODY)["id"])
+    asyncio.run(DLIBatchTrigger(batch_id=batch_id, caller="dag.task").on_kill())
+    assert long_jobs.state_of(batch_id) == "dead"
+    assert cancelled_by(long_jobs, batch_id) == "dag.task"
+
+
+def test_trigger_cleanup_and_opted_out_on_kill_never_cancel(long_jobs: DLIEmulator) -> None:
+    batch_id = str(DLIHook().create_batch(SUBMIT_BODY)["id"])
+    asyncio.run(DLIBatchTrigger(batch_id=batch_id).cleanup())  # a triggerer restart
+    asyncio.run(DLIBatchTrigger(batch_id=batch_id, cancel_on_kill=False).on_kill())
+    assert long_jobs.cancel_events == []
+
+
+def test_trigger_events(long_jobs: DLIEmulator) -> None:
+    hook = DLIHook()
+    batch_id = str(hook.create_batch(SUBMIT_BODY)["id"])
+    event = run_trigger(DLIBatchTrigger(batch_id=batch_id, poll_interval=0.05, deadline=time.time() + 0.3))
+    assert event == {"status": "timeout", "batch_id": batch_id, "state": "running"}
+    assert long_jobs.state_of(batch_id) == "dead"  # its own deadline cancels the job
+    assert run_trigger(DLIBatchTrigger(batch_id=batch_id))["status"] == "dead"
+    unknown = run_trigger(DLIBatchTrigger(batch_id="0a324461-d9d9-45da-a52a-3b3c7a3d809e"))
+    assert unknown["status"] == "error"
+    assert "DLI.0002" in unknown["message"]
+
+
+def test_trigger_serializes_to_an_equal_trigger() -> None:
+    trigger = DLIBatchTrigger(batch_id="b", project_id="p", poll_interval=3, deadline=12.5, caller="d.t")
+    classpath, kwargs = trigger.serialize()
+    module, _, name = classpath.rpartition(".")
+    import importlib
+
+    rebuilt = getattr(importlib.import_module(module), name)(**kwargs)
+    assert rebuilt.serialize() == (classpath, kwargs)
+    assert json.loads(json.dumps(kwargs)) == kwargs
+
+
+# The sensor's poke and the submit operator's checks, called directly
+
+
+def test_sensor_poke(dli_connection: DLIEmulator) -> None:
+    hook = DLIHook()
+    batch_id = str(hook.create_batch(SUBMIT_BODY)["id"])
+    sensor = DLIBatchSensor(task_id="watch", batch_id=batch_id)
+    assert sensor.poke({}) is False  # type: ignore[arg-type]
+    hook.cancel_batch(batch_id)
+    with pytest.raises(AirflowFailException, match="ended dead"):
+        sensor.poke({})  # type: ignore[arg-type]
+    assert DLIBatchSensor(task_id="w", batch_id=batch_id, fail_on_dead=False).poke({}) is True  # type: ignore[arg-type]
+
+
+class _TaskInstance:
+    """The identity fields that batch_body reads from the context's task instance."""
+
+    dag_id, run_id, task_id, map_index = "dag", "manual__2026-01-01T00:00:00+00:00", "submit", 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"file": ""}, "file must be a non-empty string"),
+        ({"class_name": None}, "class_name must be a non-empty string"),
+        ({"args": "--date 2024"}, "args must be a list of strings"),
+        ({"jars": [None]}, "jars must be a list of strings"),
+        ({"conf": ["a"]}, "conf must be a mapping"),
+        ({"driver_memory": "2GB"}, "driver_memory must look like '512M' or '2G'"),
+        ({"num_executors": 0}, "num_executors must be a whole number > 0"),
+        ({"sc_type": "D"}, "sc_type must be one of"),
+        ({"name": "x" * 129}, "name must be a string of 1 to 128 characters"),
+        ({"queue_name": "etl", "extra_body": {"queue": "other"}}, "extra_body\\['queue'\\] repeats"),
+    ],
+)
+def test_submit_parameters_are_checked_before_any_request(kwargs: dict[str, Any], message: str) -> None:
+    arguments = {"task_id": "submit", "file": "obs://b/a.jar", "class_name": "A", **kwargs}
+    with pytest.raises(ValueError, match=message):
+        DLISubmitBatchOperator(**arguments).batch_body({"ti": _TaskInstance()})  # type: ignore[typeddict-item]
+
+
+def test_submit_body() -> None:
+    operator = DLISubmitBatchOperator(
+        task_id="submit",
+        file="obs://b/a.jar",
+        class_name="A",
+        queue_name="etl",
+        args=["--n", 3],  # type: ignore[list-item]
+        py_files=["obs://b/lib.py"],
+        driver_memory="2G",
+        num_executors="4",  # type: ignore[arg-type]
+        extra_body={"auto_recovery": True},
+    )
+    assert operator.batch_body({"ti": _TaskInstance()}) == {  # type: ignore[typeddict-item]
+        "file": "obs://b/a.jar",
+        "className": "A",
+        "name": "airflow.dag.manual__2026-01-01T00_00_00_00_00.submit.3",
+        "queue": "etl",
+        "args": ["--n", "3"],
+        "pyFiles": ["obs://b/lib.py"],
+        "driverMemory": "2G",
+        "numExecutors": 4,
+        "auto_recovery": True,
+    }
+    assert operator.queue != "etl"  # the executor queue is untouched
