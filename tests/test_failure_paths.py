@@ -11,6 +11,7 @@ import json
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,6 +99,42 @@ def test_sigterm_of_the_task_process(long_jobs: DLIEmulator, airflow_home: Airfl
     assert cancelled_by(long_jobs, batch_id) == "dli_test_sigterm.submit"  # on_kill
 
 
+def test_killed_worker_callback_runs_in_the_dag_processor(
+    long_jobs: DLIEmulator, airflow_home: AirflowHome, tmp_path: Path
+) -> None:
+    env = airflow_home.env(TEST_DAGS, long_jobs)
+    worker = subprocess.Popen(
+        [AIRFLOW, "dags", "test", "dli_test_killed_worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(
+            job.state(time.time()) == "running" for job in long_jobs.jobs.values()
+        ):
+            time.sleep(0.1)
+    finally:
+        worker.send_signal(signal.SIGKILL)  # the worker dies: no on_kill, no callback on it
+        worker.wait()
+    batch_id = only_job(long_jobs)
+    assert long_jobs.cancel_events == []
+    script = Path(__file__).parent / "dag_processor_callback.py"
+    log = tmp_path / "dag-processor.log"
+    processor = subprocess.run(
+        [sys.executable, str(script), "dli_test_killed_worker", "submit", str(log)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert processor.returncode == 0, processor.stdout[-2000:] + processor.stderr[-2000:]
+    assert long_jobs.state_of(batch_id) == "dead", log.read_text()[-3000:]
+    assert cancelled_by(long_jobs, batch_id) == "dli_test_killed_worker.submit callback"
+
+
 def test_deferral_timeout(long_jobs: DLIEmulator, airflow_home: AirflowHome) -> None:
     result = run_dag(airflow_home, "dli_test_deferral_timeout", long_jobs)
     assert result.returncode != 0
@@ -120,13 +157,6 @@ def test_retried_task_reconnects_instead_of_resubmitting(airflow_home: AirflowHo
         else:  # documented: before 3.3 there is no task_state_store, so the retry submits again
             assert len(emulator.jobs) == 2
         assert emulator.cancel_events == []
-
-
-def test_downstream_exception_is_covered_by_the_notifier_example() -> None:
-    """Row 'exception in a downstream task': tests/test_example_dags.py::test_failed_check_cancels_the_job."""
-    from tests import test_example_dags
-
-    assert callable(test_example_dags.test_failed_check_cancels_the_job)
 
 
 # The submit operator's other duties, in real DAG runs

@@ -40,3 +40,8 @@ with DAG("dli_test_deferrable_sensor", schedule=None, catchup=False):
         task_id="watch", batch_id="{{ ti.xcom_pull(task_ids='submit') }}", deferrable=True, poke_interval=0.2
     )
     submit >> watch
+
+with DAG("dli_test_killed_worker", schedule=None, catchup=False):
+    from airflow_provider_dli.notifications.dli import DLICancelBatchNotifier
+
+    DLISubmitBatchOperator(task_id="submit", on_failure_callback=DLICancelBatchNotifier(), **JOB)
