@@ -128,7 +128,7 @@ def test_aksk_round_trip(dli_emulator: DLIEmulator, hook: DLIHook) -> None:
     batch_id = submit(hook)
     assert hook.get_batch_state(batch_id) == "starting"
     assert hook.get_batch(batch_id)["id"] == batch_id
-    assert [batch["id"] for batch in hook.iter_batches(queue_name="etl")] == [batch_id]
+    assert [batch["id"] for batch in hook.list_batches(queue_name="etl")] == [batch_id]
 
 
 def test_wrong_secret_key_is_refused(dli_emulator: DLIEmulator, make_hook: MakeHook) -> None:
@@ -385,9 +385,9 @@ def test_log_lines(dli_emulator: DLIEmulator, hook: DLIHook) -> None:
     assert hook.tail_batch_log(batch_id, lines=10) == lines
 
 
-def test_iter_batches_walks_every_page(dli_emulator: DLIEmulator, hook: DLIHook) -> None:
+def test_list_batches_walks_every_page(dli_emulator: DLIEmulator, hook: DLIHook) -> None:
     ids = {submit(hook) for _ in range(7)}
-    assert {batch["id"] for batch in hook.iter_batches(page_size=3)} == ids
+    assert {batch["id"] for batch in hook.list_batches(page_size=3)} == ids
     assert sum(1 for r in dli_emulator.request_log if r.method == "GET") == 3
 
 
@@ -409,12 +409,13 @@ def test_secrets_are_masked_and_never_logged(
     errors = []
     for hook in (make_hook(aksk), make_hook(password_conn)):
         hook.test_connection()
+        hook.cancel_batch(submit(hook))
         with pytest.raises(DLIAPIError) as raised:
             hook.cancel_batch(UNKNOWN_ID)
         errors.append(f"{raised.value!s} {raised.value!r}")
     output = capfd.readouterr()
     logged = caplog.text + output.out + output.err + " ".join(errors)
-    assert "Cancelling DLI batch job" in logged  # the logs were captured
+    assert "Cancelled DLI batch job" in logged  # the logs were captured
     token = next(iter(dli_emulator._tokens))
     for secret in [aksk["password"], "temporary-security-token-value", password_conn["password"], token]:
         assert redact(secret) == "***"

@@ -10,12 +10,13 @@ from __future__ import annotations
 import random
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import cached_property
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -43,6 +44,13 @@ MAX_RETRY_AFTER = 60.0
 
 _BATCH_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _PROJECT_ID = re.compile(r"^[A-Za-z0-9]{1,64}$")
+
+
+class BulkCancelOutcome(TypedDict):
+    batch_id: str
+    outcome: Literal["cancelled", "already_finished", "error"]
+    state: str | None
+    error: str | None
 
 
 class CancelResult(TypedDict):
@@ -365,13 +373,25 @@ class DLIHook(BaseHook):
             return first_page
         return self.get_batch_log(batch_id, start=total - lines, size=lines)[1]
 
-    def iter_batches(self, *, page_size: int = 100, **filters: Any) -> Iterator[dict[str, Any]]:
-        """Every batch object matching ``filters`` (``queue_name``, ``job_name``, ``state``...), page by page."""
+    def list_batches(self, *, page_size: int = 100, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Every batch object matching ``filters``, page by page (``from``/``size``), each job once.
+
+        Filters are the list API's: ``job_name``, ``job_id``, ``queue_name``, ``cluster_name``, ``state``,
+        ``owner``, ``start``/``end`` (epoch milliseconds) and ``order``; all are checked before any request.
+        """
+        params = _list_params(filters)
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= 100:
+            raise ValueError(f"page_size must be a whole number from 1 to 100; got {page_size!r}")
+        seen: set[str] = set()
         start = 0
         while True:
-            page = self.request("GET", "batches", params={**filters, "from": start, "size": page_size})
+            page = self.request("GET", "batches", params={**params, "from": start, "size": page_size})
             sessions = page.get("sessions") or []
-            yield from sessions
+            for batch in sessions:
+                # Jobs created while paging shift the pages: a job may show up twice.
+                if batch.get("id") not in seen:
+                    seen.add(batch.get("id"))
+                    yield batch
             start += len(sessions)
             if not sessions or start >= int(page.get("total") or 0):
                 return
@@ -384,7 +404,6 @@ class DLIHook(BaseHook):
         finished job; raises :class:`DLIAPIError` for anything else (unknown id, auth, server errors).
         """
         batch_id = validate_batch_id(batch_id)
-        self.log.info("Cancelling DLI batch job %s of project %s", batch_id, self.project_id)
         try:
             self.request("DELETE", f"batches/{batch_id}")
         except DLIAPIError as refused:
@@ -398,8 +417,37 @@ class DLIHook(BaseHook):
                 raise
             self.log.info("DLI batch job %s had already finished (%s): nothing to cancel", batch_id, state)
             return {"batch_id": batch_id, "cancelled": False, "state": state}
-        self.log.info("Cancelled DLI batch job %s", batch_id)
+        self.log.info("Cancelled DLI batch job %s of project %s", batch_id, self.project_id)
         return {"batch_id": batch_id, "cancelled": True, "state": None}
+
+    def cancel_batches(self, batch_ids: Iterable[str], *, max_workers: int = 16) -> list[BulkCancelOutcome]:
+        """Cancel many jobs at once: one outcome per distinct id, in order; one failure never stops the others.
+
+        Every id is checked before the first request. Each outcome is ``cancelled``, ``already_finished``
+        (with the state) or ``error`` (with the message).
+        """
+        ids = list(dict.fromkeys(batch_ids))
+        bad = [repr(batch_id) for batch_id in ids if not isinstance(batch_id, str) or not _BATCH_ID.match(batch_id)]
+        if bad:
+            raise ValueError(f"batch_ids must be DLI batch job ids (UUIDs); not: {', '.join(bad[:5])}")
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or not 1 <= max_workers <= 32:
+            raise ValueError(f"max_workers must be a whole number from 1 to 32; got {max_workers!r}")
+
+        def cancel_one(batch_id: str) -> BulkCancelOutcome:
+            try:
+                result = self.cancel_batch(batch_id)
+            except (DLIAPIError, DLIConnectionError) as error:
+                return {"batch_id": batch_id, "outcome": "error", "state": None, "error": str(error)}
+            if result["cancelled"]:
+                return {"batch_id": batch_id, "outcome": "cancelled", "state": None, "error": None}
+            return {"batch_id": batch_id, "outcome": "already_finished", "state": result["state"], "error": None}
+
+        if not ids:
+            return []
+        # Resolving the project here reads and checks the connection once, before the threads start.
+        self.log.info("Cancelling %d DLI batch jobs of project %s", len(ids), self.project_id)
+        with ThreadPoolExecutor(max_workers=min(max_workers, len(ids)), thread_name_prefix="dli-cancel") as pool:
+            return list(pool.map(cancel_one, ids))
 
     def test_connection(self) -> tuple[bool, str]:
         """Read-only check (``GET /batches?size=1``), for the connection form's Test button."""
@@ -408,6 +456,45 @@ class DLIHook(BaseHook):
         except (ValueError, DLIAPIError, DLIConnectionError) as error:
             return False, str(error)
         return True, f"Connected to DLI project {self.project_id}"
+
+
+LIST_FILTERS = {
+    "job_name": "job_name",
+    "job_id": "job-id",
+    "queue_name": "queue_name",
+    "cluster_name": "cluster_name",
+    "state": "state",
+    "owner": "owner",
+    "start": "start",
+    "end": "end",
+    "order": "order",
+}
+LIST_ORDERS = ("CREATE_TIME_DESC", "CREATE_TIME_ASC", "DURATION_DESC", "DURATION_ASC")
+
+
+def _list_params(filters: Mapping[str, Any]) -> dict[str, Any]:
+    """The list API's query parameters for ``filters``; a ValueError names the first bad one."""
+    params: dict[str, Any] = {}
+    for name, value in filters.items():
+        if value is None:
+            continue
+        if name not in LIST_FILTERS:
+            raise ValueError(f"unknown batch job filter {name!r}; the filters are {sorted(LIST_FILTERS)}")
+        if name in ("start", "end"):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"filter {name!r} must be epoch milliseconds, a whole number; got {value!r}")
+        elif name == "state":
+            if str(value).lower() not in LIVE_STATES | TERMINAL_STATES:
+                states = sorted(LIVE_STATES | TERMINAL_STATES)
+                raise ValueError(f"filter 'state' must be one of {states}; got {value!r}")
+            value = str(value).lower()
+        elif name == "order":
+            if value not in LIST_ORDERS:
+                raise ValueError(f"filter 'order' must be one of {LIST_ORDERS}; got {value!r}")
+        elif not isinstance(value, str) or not value.strip():
+            raise ValueError(f"filter {name!r} must be a non-empty string; got {value!r}")
+        params[LIST_FILTERS[name]] = value
+    return params
 
 
 def _url_from_host(host: str, port: int | None) -> str:

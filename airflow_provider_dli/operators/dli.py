@@ -331,27 +331,44 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
 
 
 class DLICancelBatchOperator(BaseOperator):
-    """Cancel a DLI Spark batch job; idempotent, so safe in retries and failure paths.
+    """Cancel DLI Spark batch jobs: one, a list, or every live job that matches a filter.
 
-    :param batch_id: the job's id (templated), e.g. ``"{{ ti.xcom_pull(task_ids='submit') }}"``.
+    Idempotent, so safe in retries and failure paths: a job that already finished is reported, not an
+    error. Give either ``batch_id`` or a filter (``queue_name``, ``job_name``, ``this_dag_run``).
+
+    :param batch_id: one job id or a list of them (templated), e.g. ``"{{ ti.xcom_pull(task_ids='submit') }}"``.
+    :param queue_name: filter: jobs in this DLI queue (templated).
+    :param job_name: filter: jobs whose name contains this (templated); DLI's list API filters by it too.
+    :param this_dag_run: filter: jobs that this DAG run's submit operators started (their names start
+        with ``airflow.{dag_id}.{run_id}.``); the kill switch for a failed run.
+    :param states: filter: which states count as live (default ``starting``, ``running``, ``recovering``).
+    :param list_only: the dry run: with a filter, only list (and return) the jobs it would cancel. (Not
+        ``dry_run``: that is a method of BaseOperator.)
+    :param max_workers: cancels sent at once for a list or a filter.
     :param dli_conn_id: the DLI connection (templated).
     :param project_id: overrides the connection's project (templated).
-    :param wait_for_termination: after the cancel, poll until the job is ``dead`` (or otherwise terminal)
-        and return that state; DLI updates the state a little after it accepts the cancel.
+    :param wait_for_termination: for one id: after the cancel, poll until the job is terminal and return
+        that state; DLI updates the state a little after it accepts the cancel.
     :param poll_interval: seconds between state polls while waiting.
     :param termination_timeout: seconds to wait for the terminal state before failing the task.
-    :param fail_if_finished: fail (without retries) when the job had already finished before the cancel;
-        by default that is a success with ``cancelled=False``.
-    :return: ``{"batch_id": ..., "cancelled": bool, "state": str | None}`` (pushed to XCom).
+    :param fail_if_finished: for one id: fail (without retries) when the job had already finished.
+    :return: for one id, ``{"batch_id", "cancelled", "state"}``; otherwise one
+        ``{"batch_id", "outcome", "state", "error"}`` per job (the task fails after trying all, if any failed).
     """
 
-    template_fields: Sequence[str] = ("batch_id", "project_id", "dli_conn_id")
+    template_fields: Sequence[str] = ("batch_id", "queue_name", "job_name", "project_id", "dli_conn_id")
     ui_color = "#f4a6a6"
 
     def __init__(
         self,
         *,
-        batch_id: str,
+        batch_id: str | Sequence[str] | None = None,
+        queue_name: str | None = None,
+        job_name: str | None = None,
+        this_dag_run: bool = False,
+        states: Sequence[str] = ("starting", "running", "recovering"),
+        list_only: bool = False,
+        max_workers: int = 16,
         dli_conn_id: str = "dli_default",
         project_id: str | None = None,
         wait_for_termination: bool = False,
@@ -361,7 +378,25 @@ class DLICancelBatchOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        filtered = queue_name is not None or job_name is not None or this_dag_run
+        if (batch_id is None) == (not filtered):
+            raise ValueError("give either batch_id, or a filter (queue_name, job_name, this_dag_run), not both")
+        if list_only and not filtered:
+            raise ValueError("list_only lists what a filter matches: it needs queue_name, job_name or this_dag_run")
+        if isinstance(states, str) or not states:
+            raise ValueError(f"states must be a non-empty list of job states; got {states!r}")
+        from airflow_provider_dli.hooks.dli import LIVE_STATES
+
+        unknown = sorted(set(states) - LIVE_STATES)
+        if unknown:
+            raise ValueError(f"states can only be live states {sorted(LIVE_STATES)}; got {unknown}")
         self.batch_id = batch_id
+        self.queue_name = queue_name
+        self.job_name = job_name
+        self.this_dag_run = this_dag_run
+        self.states = tuple(states)
+        self.list_only = list_only
+        self.max_workers = _positive_int("max_workers", max_workers)
         self.dli_conn_id = dli_conn_id
         self.project_id = project_id
         self.wait_for_termination = wait_for_termination
@@ -374,9 +409,49 @@ class DLICancelBatchOperator(BaseOperator):
 
         return DLIHook(self.dli_conn_id, project_id=self.project_id, caller=f"{self.dag_id}.{self.task_id}")
 
-    def execute(self, context: Context) -> CancelResult:
+    def execute(self, context: Context) -> Any:
         hook = self.hook()
-        result = hook.cancel_batch(self.batch_id)
+        if isinstance(self.batch_id, str):
+            return self._cancel_one(hook, self.batch_id)
+        if self.batch_id is not None:
+            ids = list(self.batch_id)
+        else:
+            matching = self.matching_jobs(hook, context)
+            self.log.info("%d live DLI batch job(s) match the filter", len(matching))
+            for batch in matching:
+                self.log.info("  %s  %-10s  %s", batch["id"], batch["state"], batch.get("name", ""))
+            if self.list_only:
+                return [{"batch_id": b["id"], "name": b.get("name"), "state": b["state"]} for b in matching]
+            ids = [batch["id"] for batch in matching]
+        outcomes = hook.cancel_batches(ids, max_workers=self.max_workers)
+        failed = [outcome for outcome in outcomes if outcome["outcome"] == "error"]
+        if failed:
+            details = "; ".join(f"{outcome['batch_id']}: {outcome['error']}" for outcome in failed)
+            raise AirflowException(f"{len(failed)} of {len(outcomes)} DLI batch jobs were not cancelled: {details}")
+        return outcomes
+
+    def matching_jobs(self, hook: DLIHook, context: Context) -> list[dict[str, Any]]:
+        """The live jobs that the filter matches, from one listing (a job that moves from ``starting`` to
+        ``running`` while the pages are read is not missed); names are matched here too, since how DLI's
+        list API matches ``job_name`` is not documented."""
+        prefix = None
+        if self.this_dag_run:
+            from airflow_provider_dli.job_names import dag_run_job_prefix
+
+            prefix = dag_run_job_prefix(context["ti"].dag_id, context["ti"].run_id) + "."
+        if self.job_name is not None and (not isinstance(self.job_name, str) or not self.job_name.strip()):
+            raise ValueError(f"job_name must be a non-empty string; got {self.job_name!r}")
+        listing = hook.list_batches(queue_name=self.queue_name, job_name=self.job_name)
+        return [
+            batch
+            for batch in listing
+            if str(batch.get("state", "")).lower() in self.states
+            and (self.job_name is None or self.job_name in str(batch.get("name") or ""))
+            and (prefix is None or str(batch.get("name") or "").startswith(prefix))
+        ]
+
+    def _cancel_one(self, hook: DLIHook, batch_id: str) -> CancelResult:
+        result = hook.cancel_batch(batch_id)
         if not result["cancelled"]:
             if self.fail_if_finished:
                 raise AirflowFailException(

@@ -45,3 +45,17 @@ with DAG("dli_test_killed_worker", schedule=None, catchup=False):
     from airflow_provider_dli.notifications.dli import DLICancelBatchNotifier
 
     DLISubmitBatchOperator(task_id="submit", on_failure_callback=DLICancelBatchNotifier(), **JOB)
+
+with DAG("dli_test_kill_switch", schedule=None, catchup=False):
+    from airflow.sdk import task
+
+    from airflow_provider_dli.operators.dli import DLICancelBatchOperator
+
+    jobs = [DLISubmitBatchOperator(task_id=f"submit_{n}", wait_for_completion=False, **JOB) for n in range(3)]
+
+    @task
+    def validate() -> None:
+        raise ValueError("bad input")
+
+    kill_switch = DLICancelBatchOperator(task_id="cancel_this_runs_jobs", this_dag_run=True, trigger_rule="one_failed")
+    jobs >> validate() >> kill_switch
