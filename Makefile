@@ -42,6 +42,7 @@ demo: install
 	$(BIN)/python scripts/demo.py
 
 bench: install
+	$(BIN)/python -m pip install --quiet -e ".[test,bench]" "apache-airflow==$(AIRFLOW_VERSION)"
 	$(BIN)/python benchmarks/run.py
 
 clean:

@@ -251,6 +251,14 @@ def test_faults_over_the_control_endpoint(dli_emulator: DLIEmulator) -> None:
     assert requests.delete(dli_emulator.url + "/_emulator/faults", timeout=10).status_code == 200
 
 
+def test_seeding_jobs_over_the_control_endpoint(dli_emulator: DLIEmulator) -> None:
+    body = {"count": 3, "body": dict(SUBMIT_BODY, name="seeded")}
+    ids = requests.post(dli_emulator.url + "/_emulator/jobs", json=body, timeout=10).json()["ids"]
+    assert len(ids) == 3
+    assert all(dli_emulator.jobs[batch_id].body["name"] == "seeded" for batch_id in ids)
+    assert signed(dli_emulator, "GET", f"{BATCHES}?job_name=seeded").json()["total"] == 3
+
+
 # The command line
 
 

@@ -7,7 +7,6 @@ import threading
 from typing import Any
 
 import pytest
-import requests
 
 from airflow_provider_dli.emulator import DLIEmulator
 from airflow_provider_dli.emulator.server import DEFAULT_PROJECT_ID
@@ -415,13 +414,37 @@ def test_secrets_are_masked_and_never_logged(
         errors.append(f"{raised.value!s} {raised.value!r}")
     output = capfd.readouterr()
     logged = caplog.text + output.out + output.err + " ".join(errors)
-    assert "Cancelled DLI batch job" in logged  # the logs were captured
+    assert "Submitted DLI batch job" in logged  # the logs were captured
     token = next(iter(dli_emulator._tokens))
     for secret in [aksk["password"], "temporary-security-token-value", password_conn["password"], token]:
         assert redact(secret) == "***"
         assert secret not in logged
 
 
-def test_requests_are_sent_with_tls_verification_on(hook: DLIHook) -> None:
-    assert hook.session.verify is True
-    assert isinstance(hook.session, requests.Session)
+def test_tls_verification_is_on(hook: DLIHook, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    assert hook._environment("https://dli.eu-de.otc.t-systems.com/v2.0/p")["verify"] is True
+
+
+def test_proxy_environment_is_honoured(
+    dli_emulator: DLIEmulator, make_hook: MakeHook, monkeypatch: pytest.MonkeyPatch, closed_port: int
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{closed_port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    ok, message = make_hook(dli_emulator.connection(), retry_limit=0).test_connection()
+    assert (ok, "ProxyError" in message) == (False, True)  # the (closed) proxy was used
+    assert dli_emulator.request_log == []
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert make_hook(dli_emulator.connection()).test_connection()[0]
+
+
+def test_ca_bundle_from_the_environment(make_hook: MakeHook, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    bundle = tmp_path / "corporate-ca.pem"
+    bundle.write_text("")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    hook = make_hook(
+        {"conn_type": "dli", "login": "a", "password": "b", "extra": {"project_id": "p", "region": "eu-de"}}
+    )
+    assert hook._environment("https://dli.eu-de.otc.t-systems.com/x")["verify"] == str(bundle)

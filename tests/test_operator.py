@@ -84,4 +84,10 @@ def test_bad_durations_fail_at_dag_parse(name: str, value: Any) -> None:
 
 
 def test_template_fields() -> None:
-    assert set(DLICancelBatchOperator.template_fields) == {"batch_id", "project_id", "dli_conn_id"}
+    assert set(DLICancelBatchOperator.template_fields) == {
+        "batch_id",
+        "queue_name",
+        "job_name",
+        "project_id",
+        "dli_conn_id",
+    }

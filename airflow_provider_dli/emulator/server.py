@@ -273,6 +273,11 @@ class DLIEmulator:
             self._tokens[token] = _Token(project_id or self.project_id, time.time() + self.token_ttl)
         return token
 
+    def seed_jobs(self, count: int, body: Mapping[str, Any] | None = None) -> list[str]:
+        """Create ``count`` jobs at once, as if submitted: for benchmarks and bulk tests."""
+        body = dict(body or {"file": "obs://emulator/seed.jar", "className": "Seed", "name": "seed"})
+        return [self._create(DEFAULT_USER, dict(body))["id"] for _ in range(count)]
+
     def state_of(self, batch_id: str) -> str:
         with self._lock:
             return self.jobs[batch_id].state(time.time())
@@ -531,6 +536,8 @@ class DLIEmulator:
         if path == "/_emulator/faults" and method == "POST" and isinstance(payload, dict):
             fault = self.add_fault(**payload)
             return 200, asdict(fault), {}
+        if path == "/_emulator/jobs" and method == "POST" and isinstance(payload, dict):
+            return 200, {"ids": self.seed_jobs(int(payload.get("count", 1)), payload.get("body"))}, {}
         if path == "/_emulator/faults" and method == "DELETE":
             self.clear_faults()
             return 200, {}, {}

@@ -48,7 +48,7 @@ class DLICancelBatchNotifier(BaseNotifier):
         self.project_id = project_id
 
     def notify(self, context: Context) -> None:
-        from airflow_provider_dli.hooks.dli import DLIHook
+        from airflow_provider_dli.hooks.dli import DLIHook, cancel_summary
 
         ti = context.get("ti")
         where = f"{ti.dag_id}.{ti.task_id}" if ti is not None else str(context.get("run_id", "DAG"))
@@ -58,9 +58,7 @@ class DLICancelBatchNotifier(BaseNotifier):
             return
         hook = DLIHook(self.dli_conn_id, project_id=self.project_id, caller=f"{where} callback")
         for batch_id in batch_ids:
-            result = hook.cancel_batch(batch_id)
-            if result["cancelled"]:
-                self.log.info("Cancelled DLI batch job %s after the failure of %s", batch_id, where)
+            self.log.info("%s (callback of %s)", cancel_summary(hook.cancel_batch(batch_id)), where)
 
     def _batch_ids_from_xcom(self, context: Context) -> list[str]:
         from airflow_provider_dli.hooks.dli import validate_batch_id

@@ -300,7 +300,9 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
                 f"({self.execution_timeout}); it was cancelled"
             )
         if status == "error":
-            self.hook().cancel_batch(batch_id)  # the task fails: the job must not outlive it
+            from airflow_provider_dli.hooks.dli import cancel_summary
+
+            self.log.info("%s", cancel_summary(self.hook().cancel_batch(batch_id)))  # the job must not outlive the task
             raise AirflowException(f"Lost track of DLI batch job {batch_id}, so it was cancelled: {event['message']}")
         self._finish(self.hook(), batch_id, status)
         return batch_id
@@ -323,9 +325,11 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         """SIGTERM or execution_timeout: cancel the job within the 5 s before SIGKILL."""
         if self.batch_id is None:
             return
+        from airflow_provider_dli.hooks.dli import cancel_summary
+
         self.log.warning("Task killed: cancelling DLI batch job %s", self.batch_id)
         try:
-            self.hook(**ON_KILL_HOOK_OPTIONS).cancel_batch(self.batch_id)
+            self.log.info("%s", cancel_summary(self.hook(**ON_KILL_HOOK_OPTIONS).cancel_batch(self.batch_id)))
         except Exception:
             self.log.exception("Could not cancel DLI batch job %s", self.batch_id)
 
@@ -451,7 +455,10 @@ class DLICancelBatchOperator(BaseOperator):
         ]
 
     def _cancel_one(self, hook: DLIHook, batch_id: str) -> CancelResult:
+        from airflow_provider_dli.hooks.dli import cancel_summary
+
         result = hook.cancel_batch(batch_id)
+        self.log.info("%s", cancel_summary(result))
         if not result["cancelled"]:
             if self.fail_if_finished:
                 raise AirflowFailException(

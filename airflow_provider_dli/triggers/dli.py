@@ -77,7 +77,7 @@ class DLIBatchTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_provider_dli.exceptions import DLIError
-        from airflow_provider_dli.hooks.dli import TERMINAL_STATES
+        from airflow_provider_dli.hooks.dli import TERMINAL_STATES, cancel_summary
 
         try:
             hook = await self._hook()
@@ -90,7 +90,8 @@ class DLIBatchTrigger(BaseTrigger):
                 if remaining is not None and remaining <= 0:
                     if self.cancel_on_timeout:
                         self.log.warning("Timed out waiting for DLI batch job %s: cancelling it", self.batch_id)
-                        await asyncio.to_thread(hook.cancel_batch, self.batch_id)
+                        result = await asyncio.to_thread(hook.cancel_batch, self.batch_id)
+                        self.log.info("%s", cancel_summary(result))
                     yield TriggerEvent({"status": "timeout", "batch_id": self.batch_id, "state": state})
                     return
                 await asyncio.sleep(self.poll_interval if remaining is None else min(self.poll_interval, remaining))
@@ -99,8 +100,10 @@ class DLIBatchTrigger(BaseTrigger):
 
     async def on_kill(self) -> None:
         """A person ended the deferred task: the job must not keep running (Airflow 3.3+ calls this)."""
+        from airflow_provider_dli.hooks.dli import cancel_summary
+
         if not self.cancel_on_kill:
             return
         hook = await self._hook(timeout=(2.0, 5.0), retry_limit=1, retry_delay=0.2)
         self.log.info("The deferred task was ended by a person: cancelling DLI batch job %s", self.batch_id)
-        await asyncio.to_thread(hook.cancel_batch, self.batch_id)
+        self.log.info("%s", cancel_summary(await asyncio.to_thread(hook.cancel_batch, self.batch_id)))

@@ -1,0 +1,325 @@
+"""``make bench``: the provider's costs, each measured in the same run beside what it is compared with.
+
+Every figure runs against the local DLI emulator, in its own process so that the server does not share the
+client's interpreter. Timings are medians after a warm-up; memory is the client's peak of Python
+allocations (tracemalloc), measured in separate, shorter runs, since tracing slows the timed ones.
+The results go to stdout and to ``.bench/results.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.request import Request, urlopen
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+OUT = REPO / ".bench"
+IMPORT_RUNS = 15
+CALLS = 1000
+ROUNDS = 5  # the calls of each contender are split into rounds, interleaved, so drift hits all alike
+BULK_JOBS = 500
+LATENCY = 0.020
+
+os.environ.setdefault("AIRFLOW_HOME", str(OUT / "airflow-home"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+
+
+@dataclass
+class Row:
+    figure: str
+    ours: str
+    compared_with: str
+    ratio: str
+    target: str
+    met: bool | None
+
+
+@dataclass
+class Emulator:
+    url: str
+    connection: dict[str, Any]
+
+    def control(self, method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = Request(self.url + path, data=data, method=method, headers={"Content-Type": "application/json"})
+        with urlopen(request, timeout=60) as response:
+            return json.load(response)
+
+    def seed(self, count: int) -> list[str]:
+        ids: list[str] = self.control("POST", "/_emulator/jobs", {"count": count})["ids"]
+        return ids
+
+
+@contextmanager
+def emulator(*args: str) -> Iterator[Emulator]:
+    process = subprocess.Popen(
+        [str(BIN / "dli-emulator"), "--port", "0", "--running-seconds", "36000", *args],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    url = process.stdout.readline().split()[4]
+    connection = json.loads(process.stdout.readline().split("=", 1)[1].strip().strip("'"))
+    try:
+        yield Emulator(url, connection)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+
+
+def use_connection(connection: dict[str, Any]) -> None:
+    os.environ["AIRFLOW_CONN_DLI_DEFAULT"] = json.dumps(connection)
+
+
+def peak_kib(action: Callable[[], object]) -> float:
+    tracemalloc.start()
+    try:
+        action()
+        return tracemalloc.get_traced_memory()[1] / 1024
+    finally:
+        tracemalloc.stop()
+
+
+# 1. Import cost of the operator module, on top of airflow.sdk, beside Livy's
+
+IMPORT_PROBE = """
+import time, tracemalloc
+from airflow.sdk import DAG, BaseOperator  # what a DAG file imports anyway
+if {traced}:
+    tracemalloc.start()
+started = time.perf_counter()
+import {module}
+print(tracemalloc.get_traced_memory()[1] if {traced} else time.perf_counter() - started)
+"""
+
+
+def import_cost(module: str) -> tuple[float, float]:
+    """Median seconds and peak KiB that importing ``module`` adds, each in a fresh interpreter."""
+
+    def probe(traced: bool) -> float:
+        code = IMPORT_PROBE.format(module=module, traced=traced)
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        return float(result.stdout.split()[-1])
+
+    probe(traced=False)  # warms the disk cache
+    seconds = statistics.median(probe(traced=False) for _ in range(IMPORT_RUNS))
+    return seconds, probe(traced=True) / 1024
+
+
+def bench_imports(rows: list[Row]) -> None:
+    ours, ours_kib = import_cost("airflow_provider_dli.operators.dli")
+    livy, livy_kib = import_cost("airflow.providers.apache.livy.operators.livy")
+    rows.append(
+        Row(
+            "import the operator module after airflow.sdk",
+            f"{ours * 1000:.1f} ms",
+            f"Livy's operator: {livy * 1000:.1f} ms",
+            f"{ours / livy:.3f}",
+            "<= 0.10",
+            ours / livy <= 0.10,
+        )
+    )
+    rows.append(Row("  peak memory of that import", f"{ours_kib:.0f} KiB", f"Livy: {livy_kib:.0f} KiB", "", "", None))
+
+
+# 2. Per-call cost of cancel_batch beside a raw pre-signed DELETE and the vendor SDK
+
+
+def bench_per_call(rows: list[Row]) -> None:
+    import requests
+    from huaweicloudsdkcore.auth.credentials import BasicCredentials
+    from huaweicloudsdkdli.v1 import CancelSparkJobRequest, DliClient
+
+    from airflow_provider_dli import signing
+    from airflow_provider_dli.hooks.dli import DLIHook
+
+    with emulator() as dli:
+        use_connection(dli.connection)
+        project = dli.connection["extra"]["project_id"]
+        hook = DLIHook()
+        raw = requests.Session()
+        credentials = BasicCredentials(dli.connection["login"], dli.connection["password"], project)
+        vendor = DliClient.new_builder().with_credentials(credentials).with_endpoints([dli.url]).build()
+
+        def presigned(batch_id: str) -> tuple[str, dict[str, str]]:
+            url = f"{dli.url}/v2.0/{project}/batches/{batch_id}"
+            headers = {"Content-Type": "application/json", "X-Project-Id": project, "X-Sdk-Date": signing.sdk_date()}
+            login, password = dli.connection["login"], dli.connection["password"]
+            return url, signing.sign_request("DELETE", url, headers, b"", access_key=login, secret_key=password)
+
+        def call_raw(job: tuple[str, dict[str, str]]) -> None:
+            raw.delete(job[0], headers=job[1], timeout=10).raise_for_status()
+
+        def call_ours(batch_id: str) -> None:
+            hook.cancel_batch(batch_id)
+
+        def call_vendor(batch_id: str) -> None:
+            vendor.cancel_spark_job(CancelSparkJobRequest(batch_id=batch_id))
+
+        contenders: dict[str, tuple[Callable[[Any], None], Callable[[str], Any]]] = {
+            "raw": (call_raw, presigned),
+            "ours": (call_ours, str),
+            "vendor": (call_vendor, str),
+        }
+        timings: dict[str, list[float]] = {name: [] for name in contenders}
+        for call, prepare in contenders.values():  # warm-up: connections, caches, lazy imports
+            for batch_id in dli.seed(50):
+                call(prepare(batch_id))
+        per_round = CALLS // ROUNDS
+        for _ in range(ROUNDS):
+            for name, (call, prepare) in contenders.items():
+                jobs = [prepare(batch_id) for batch_id in dli.seed(per_round)]  # signing is outside the timer
+                for job in jobs:
+                    started = time.perf_counter()
+                    call(job)
+                    timings[name].append(time.perf_counter() - started)
+        medians = {name: statistics.median(values) for name, values in timings.items()}
+        memory = {}
+        for name, (call, prepare) in contenders.items():
+            jobs = [prepare(batch_id) for batch_id in dli.seed(200)]
+            memory[name] = peak_kib(lambda call=call, jobs=jobs: [call(job) for job in jobs])
+    us = {name: value * 1e6 for name, value in medians.items()}
+    rows.append(
+        Row(
+            f"cancel_batch, median of {CALLS} calls",
+            f"{us['ours']:.0f} us",
+            f"raw pre-signed requests DELETE: {us['raw']:.0f} us",
+            f"{medians['ours'] / medians['raw']:.2f}",
+            "<= 1.10",
+            medians["ours"] / medians["raw"] <= 1.10,
+        )
+    )
+    rows.append(
+        Row(
+            "",
+            "",
+            f"vendor SDK cancel_spark_job: {us['vendor']:.0f} us",
+            f"{medians['ours'] / medians['vendor']:.2f}",
+            "<= 0.90",
+            medians["ours"] / medians["vendor"] <= 0.90,
+        )
+    )
+    rows.append(
+        Row(
+            "  peak memory of 200 of those calls",
+            f"{memory['ours']:.0f} KiB",
+            f"raw: {memory['raw']:.0f} KiB, vendor SDK: {memory['vendor']:.0f} KiB",
+            "",
+            "",
+            None,
+        )
+    )
+
+
+# 3. IAM token requests per 1,000 cancels with password authentication
+
+
+def bench_tokens(rows: list[Row]) -> None:
+    from airflow_provider_dli.hooks.dli import DLIHook
+
+    with emulator() as dli:
+        connection = dict(dli.connection, login="airflow", password="emulator-password")
+        connection["extra"] = dict(
+            connection["extra"], auth_type="password", domain_name="emulator", iam_endpoint=dli.url
+        )
+        use_connection(connection)
+        ids = dli.seed(CALLS)
+        kib = peak_kib(lambda: [DLIHook().cancel_batch(batch_id) for batch_id in ids])  # a new hook per cancel
+        tokens = dli.control("GET", "/_emulator/state")["token_requests"]
+    rows.append(
+        Row(
+            f"IAM token requests for {CALLS} cancels (password auth, a new hook each)",
+            str(tokens),
+            "one per hook without the cache",
+            "",
+            "exactly 1",
+            tokens == 1,
+        )
+    )
+    rows.append(Row("  peak memory of those cancels", f"{kib:.0f} KiB", "", "", "", None))
+
+
+# 4. Bulk cancel of 500 jobs with 20 ms of latency per request
+
+
+def bench_bulk(rows: list[Row]) -> None:
+    from airflow_provider_dli.hooks.dli import DLIHook
+
+    with emulator("--latency", str(LATENCY)) as dli:
+        use_connection(dli.connection)
+        hook = DLIHook()
+        hook.cancel_batch(dli.seed(1)[0])  # warm-up
+        ids = dli.seed(BULK_JOBS)
+        started = time.perf_counter()
+        outcomes = hook.cancel_batches(ids)
+        concurrent = time.perf_counter() - started
+        assert all(outcome["outcome"] == "cancelled" for outcome in outcomes)
+        ids = dli.seed(BULK_JOBS)
+        started = time.perf_counter()
+        for batch_id in ids:
+            hook.cancel_batch(batch_id)
+        one_by_one = time.perf_counter() - started
+        concurrent_kib = peak_kib(lambda: hook.cancel_batches(dli.seed(BULK_JOBS)))
+    rows.append(
+        Row(
+            f"cancel_batches of {BULK_JOBS} jobs, {LATENCY * 1000:.0f} ms latency",
+            f"{concurrent:.2f} s",
+            f"one by one: {one_by_one:.2f} s",
+            f"{concurrent / one_by_one:.3f}",
+            "< 1.5 s",
+            concurrent < 1.5,
+        )
+    )
+    rows.append(Row("  peak memory of the concurrent cancel", f"{concurrent_kib:.0f} KiB", "", "", "", None))
+
+
+def machine() -> str:
+    import airflow
+
+    cpu = platform.processor() or platform.machine()
+    return (
+        f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, Airflow {airflow.__version__}, "
+        f"{platform.system()} {platform.release()}"
+    )
+
+
+BENCHES = {"imports": bench_imports, "per_call": bench_per_call, "tokens": bench_tokens, "bulk": bench_bulk}
+
+
+def main() -> int:
+    """``run.py [NAME ...]``: all benchmarks, or those named (imports, per_call, tokens, bulk)."""
+    OUT.mkdir(exist_ok=True)
+    rows: list[Row] = []
+    for bench in [BENCHES[name] for name in sys.argv[1:]] or BENCHES.values():
+        print(f"running {bench.__name__}...", file=sys.stderr, flush=True)
+        bench(rows)
+    lines = [
+        f"`make bench` on {time.strftime('%Y-%m-%d')}, {machine()}",
+        "",
+        "| figure | ours | compared with | ratio | target | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        met = "" if row.met is None else ("yes" if row.met else "**no**")
+        lines.append(f"| {row.figure} | {row.ours} | {row.compared_with} | {row.ratio} | {row.target} | {met} |")
+    report = "\n".join(lines)
+    print(report)
+    (OUT / "results.md").write_text(report + "\n")
+    return 0 if all(row.met is not False for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
