@@ -1,12 +1,15 @@
-"""Run a task's failure callbacks in Airflow's real DAG processor, as after a heartbeat timeout.
+"""Run failure callbacks in Airflow's real DAG processor, as the scheduler would have them run.
 
-When a worker dies (SIGKILL, lost node), nothing runs on it: the scheduler notices the missing
-heartbeat and sends a ``TaskCallbackRequest`` to the DAG processor, which parses the DAG file in a
-child process and runs the task's ``on_failure_callback`` there, with XCom reached through the
-processor's supervisor. This script builds that request the way the scheduler does and hands it to
-``DagFileProcessorProcess``, serviced the way the processor manager services it.
+- ``task DAG_ID TASK_ID LOG``: a task's ``on_failure_callback`` after a heartbeat timeout. When a worker
+  dies (SIGKILL, lost node), nothing runs on it: the scheduler notices the missing heartbeat and sends a
+  ``TaskCallbackRequest`` to the DAG processor.
+- ``dag DAG_ID LAST_TASK_ID LOG``: a DAG's ``on_failure_callback`` after a failed run, which always runs
+  in the DAG processor (``airflow dags test`` does not run it).
 
-Usage: python dag_processor_callback.py DAG_ID TASK_ID   (AIRFLOW_HOME and the DAGs folder from the env)
+The processor parses the DAG file in a child process and runs the callback there, with XCom reached
+through its supervisor. This script builds the request as the scheduler does and hands it to
+``DagFileProcessorProcess``, serviced the way the processor manager services it. AIRFLOW_HOME and the
+DAGs folder come from the environment.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from airflow import __version__ as airflow_version
 from airflow.api_fastapi.execution_api.app import InProcessExecutionAPI
 from airflow.api_fastapi.execution_api.datamodels.taskinstance import DagRun as DRDataModel
 from airflow.api_fastapi.execution_api.datamodels.taskinstance import TIRunContext
-from airflow.callbacks.callback_requests import TaskCallbackRequest
+from airflow.callbacks.callback_requests import DagCallbackRequest, DagRunContext, TaskCallbackRequest
 from airflow.configuration import conf
 from airflow.dag_processing.processor import DagFileProcessorProcess
 from airflow.models.taskinstance import TaskInstance
@@ -35,30 +38,44 @@ from uuid6 import uuid7
 AIRFLOW_3_2 = Version(airflow_version) >= Version("3.2")
 
 
-def main(dag_id: str, task_id: str) -> int:
+def callback_request(kind: str, ti: TaskInstance) -> TaskCallbackRequest | DagCallbackRequest:
+    if kind == "dag":
+        return DagCallbackRequest(
+            filepath=ti.dag_model.relative_fileloc or "",
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            bundle_name="dags-folder",
+            bundle_version=None,
+            context_from_server=DagRunContext(dag_run=ti.dag_run, last_ti=ti),
+            is_failure_callback=True,
+            msg="task_failure",
+        )
+    return TaskCallbackRequest(
+        filepath=ti.dag_model.relative_fileloc or "",
+        bundle_name="dags-folder",
+        bundle_version=None,
+        ti=ti,
+        msg="Task instance heartbeat timed out (the worker was killed)",
+        task_callback_type=TaskInstanceState.FAILED,
+        context_from_server=TIRunContext(
+            dag_run=DRDataModel.model_validate(ti.dag_run, from_attributes=True),
+            max_tries=ti.max_tries,
+            variables=[],
+            connections=[],
+            xcom_keys_to_clear=[],
+        ),
+    )
+
+
+def main(kind: str, dag_id: str, task_id: str, log_path: Path) -> int:
     dags_folder = Path(conf.get("core", "dags_folder"))
     with create_session() as session:
         ti = session.query(TaskInstance).filter_by(dag_id=dag_id, task_id=task_id).one()
-        request = TaskCallbackRequest(
-            filepath=ti.dag_model.relative_fileloc or "",
-            bundle_name="dags-folder",
-            bundle_version=None,
-            ti=ti,
-            msg="Task instance heartbeat timed out (the worker was killed)",
-            task_callback_type=TaskInstanceState.FAILED,
-            context_from_server=TIRunContext(
-                dag_run=DRDataModel.model_validate(ti.dag_run, from_attributes=True),
-                max_tries=ti.max_tries,
-                variables=[],
-                connections=[],
-                xcom_keys_to_clear=[],
-            ),
-        )
+        request = callback_request(kind, ti)
         relative = request.filepath
     client = Client(base_url=None, token="", dry_run=True, transport=InProcessExecutionAPI().transport)
     client.base_url = "http://in-process.invalid./"  # as the processor manager sets it
     selector = selectors.DefaultSelector()
-    log_path = Path(sys.argv[3]) if len(sys.argv) > 3 else Path("dag-processor.log")
     with log_path.open("ab") as log_file:
         processors = logging_processors(json_output=True)  # as the processor manager logs
         logger = structlog.wrap_logger(
@@ -92,4 +109,4 @@ def main(dag_id: str, task_id: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.exit(main(sys.argv[1], sys.argv[2], sys.argv[3], Path(sys.argv[4])))

@@ -120,19 +120,38 @@ def test_killed_worker_callback_runs_in_the_dag_processor(
         worker.wait()
     batch_id = only_job(long_jobs)
     assert long_jobs.cancel_events == []
+    run_in_dag_processor("task", "dli_test_killed_worker", "submit", env, tmp_path)
+    assert long_jobs.state_of(batch_id) == "dead"
+    assert cancelled_by(long_jobs, batch_id) == "dli_test_killed_worker.submit callback"
+
+
+def test_dag_level_callback_runs_in_the_dag_processor(
+    long_jobs: DLIEmulator, airflow_home: AirflowHome, tmp_path: Path
+) -> None:
+    result = run_dag(airflow_home, "dli_test_dag_level_callback", long_jobs)
+    assert result.returncode != 0
+    batch_id = only_job(long_jobs)
+    assert long_jobs.cancel_events == []  # airflow dags test leaves DAG callbacks to the DAG processor
+    env = airflow_home.env(TEST_DAGS, long_jobs)
+    run_in_dag_processor("dag", "dli_test_dag_level_callback", "fail", env, tmp_path)
+    assert long_jobs.state_of(batch_id) == "dead"
+    assert cancelled_by(long_jobs, batch_id) == "dli_test_dag_level_callback.fail callback"
+
+
+def run_in_dag_processor(kind: str, dag_id: str, task_id: str, env: dict[str, str], tmp_path: Path) -> None:
+    """Run the DAG's (``dag``) or the task's (``task``) failure callback in Airflow's real DAG processor."""
     script = Path(__file__).parent / "dag_processor_callback.py"
     log = tmp_path / "dag-processor.log"
     processor = subprocess.run(
-        [sys.executable, str(script), "dli_test_killed_worker", "submit", str(log)],
+        [sys.executable, str(script), kind, dag_id, task_id, str(log)],
         env=env,
         capture_output=True,
         text=True,
         timeout=180,
         check=False,
     )
-    assert processor.returncode == 0, processor.stdout[-2000:] + processor.stderr[-2000:]
-    assert long_jobs.state_of(batch_id) == "dead", log.read_text()[-3000:]
-    assert cancelled_by(long_jobs, batch_id) == "dli_test_killed_worker.submit callback"
+    output = processor.stdout[-2000:] + processor.stderr[-2000:]
+    assert processor.returncode == 0, output + (log.read_text()[-3000:] if log.exists() else "")
 
 
 def test_deferral_timeout(long_jobs: DLIEmulator, airflow_home: AirflowHome) -> None:

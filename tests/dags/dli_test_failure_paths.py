@@ -59,3 +59,17 @@ with DAG("dli_test_kill_switch", schedule=None, catchup=False):
 
     kill_switch = DLICancelBatchOperator(task_id="cancel_this_runs_jobs", this_dag_run=True, trigger_rule="one_failed")
     jobs >> validate() >> kill_switch
+
+with DAG(
+    "dli_test_dag_level_callback",
+    schedule=None,
+    catchup=False,
+    on_failure_callback=DLICancelBatchNotifier(source_task_id="submit"),
+):
+    from airflow.sdk import task
+
+    @task
+    def fail() -> None:
+        raise ValueError("bad input")
+
+    DLISubmitBatchOperator(task_id="submit", wait_for_completion=False, **JOB) >> fail()
