@@ -55,7 +55,7 @@ def test_bad_filters_are_rejected_before_any_request(
     dli_emulator: DLIEmulator, hook: DLIHook, filters: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(ValueError, match=message):
-        list(hook.list_batches(**filters))
+        hook.list_batches(**filters)  # at the call, before iterating
     assert dli_emulator.request_log == []
 
 

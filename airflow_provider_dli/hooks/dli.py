@@ -303,9 +303,9 @@ class DLIHook(BaseHook):
                 )
                 if last_attempt or not retryable:
                     raise DLIConnectionError(
-                        f"DLI {method} {url} failed after {attempt + 1} attempt(s): {type(error).__name__}"
+                        f"DLI {method} {url} failed after {attempt + 1} attempt(s): {_describe(error)}"
                     ) from error
-                self._sleep_before_retry(attempt, None, f"{type(error).__name__}")
+                self._sleep_before_retry(attempt, None, _describe(error))
                 continue
             status = response.status_code
             retryable = status == 429 or (status >= 500 and idempotent)
@@ -403,9 +403,12 @@ class DLIHook(BaseHook):
         Filters are the list API's: ``job_name``, ``job_id``, ``queue_name``, ``cluster_name``, ``state``,
         ``owner``, ``start``/``end`` (epoch milliseconds) and ``order``; all are checked before any request.
         """
-        params = _list_params(filters)
+        params = _list_params(filters)  # checked here, at the call, not at the first next()
         if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= 100:
             raise ValueError(f"page_size must be a whole number from 1 to 100; got {page_size!r}")
+        return self._pages(params, page_size)
+
+    def _pages(self, params: dict[str, Any], page_size: int) -> Iterator[dict[str, Any]]:
         seen: set[str] = set()
         start = 0
         while True:
@@ -549,6 +552,17 @@ def _never_reached_server(error: requests.RequestException) -> bool:
         return True
     reason = getattr(error.args[0], "reason", None) if error.args else None
     return isinstance(reason, NewConnectionError)
+
+
+def _describe(error: requests.RequestException) -> str:
+    """``ConnectTimeout: Connection to ... timed out``: the type and the innermost cause's own words."""
+    cause: BaseException = error
+    while True:
+        inner = getattr(cause, "reason", None) or cause.__cause__ or cause.__context__
+        if not isinstance(inner, BaseException) or inner is cause:
+            break
+        cause = inner
+    return f"{type(error).__name__}: {str(cause).rsplit(': ', 1)[-1]}"
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
