@@ -26,7 +26,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy airflow_provider_dli
+	$(BIN)/mypy airflow_provider_dli tests benchmarks scripts example_dags
 
 pytest: install
 	$(BIN)/pytest

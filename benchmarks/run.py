@@ -20,6 +20,7 @@ import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.request import Request, urlopen
@@ -82,6 +83,11 @@ def emulator(*args: str) -> Iterator[Emulator]:
 
 def use_connection(connection: dict[str, Any]) -> None:
     os.environ["AIRFLOW_CONN_DLI_DEFAULT"] = json.dumps(connection)
+
+
+def call_each(call: Callable[[Any], None], jobs: list[Any]) -> None:
+    for job in jobs:
+        call(job)
 
 
 def peak_kib(action: Callable[[], object]) -> float:
@@ -190,7 +196,7 @@ def bench_per_call(rows: list[Row]) -> None:
         memory = {}
         for name, (call, prepare) in contenders.items():
             jobs = [prepare(batch_id) for batch_id in dli.seed(200)]
-            memory[name] = peak_kib(lambda call=call, jobs=jobs: [call(job) for job in jobs])
+            memory[name] = peak_kib(partial(call_each, call, jobs))
     us = {name: value * 1e6 for name, value in medians.items()}
     rows.append(
         Row(

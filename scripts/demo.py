@@ -97,7 +97,7 @@ def summarize(state: dict[str, Any], failed_at: datetime | None, log: Path) -> b
             print("                    had even recorded the task as failed")
     print(f"  Airflow log       {log}")
     print()
-    return job["state"] == "dead"
+    return str(job["state"]) == "dead"
 
 
 def main() -> int:

@@ -18,6 +18,7 @@ import selectors
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import structlog
 from airflow import __version__ as airflow_version
@@ -82,7 +83,7 @@ def main(kind: str, dag_id: str, task_id: str, log_path: Path) -> int:
             structlog.BytesLogger(log_file), processors=processors, logger_name="processor"
         ).bind()
         # Airflow 3.2 added the bundle's name and relative path to what the manager passes.
-        bundle = {"bundle_name": "dags-folder", "dag_file_rel_path": relative} if AIRFLOW_3_2 else {}
+        bundle: dict[str, Any] = {"bundle_name": "dags-folder", "dag_file_rel_path": relative} if AIRFLOW_3_2 else {}
         process = DagFileProcessorProcess.start(
             id=uuid7(),
             path=dags_folder / relative,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -12,6 +12,9 @@ from airflow_provider_dli.hooks.dli import DLIHook
 from airflow_provider_dli.operators.dli import DLICancelBatchOperator
 from tests.airflow_cli import AirflowHome
 from tests.conftest import SUBMIT_BODY, MakeHook
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 TEST_DAGS = Path(__file__).parent / "dags"
 
@@ -86,7 +89,7 @@ def test_cancel_batches_checks_every_id_first(dli_emulator: DLIEmulator, hook: D
 
 def run_operator(**kwargs: Any) -> Any:
     operator = DLICancelBatchOperator(task_id="cancel", **kwargs)
-    return operator.execute({"ti": _TaskInstance()})  # type: ignore[arg-type]
+    return operator.execute(cast("Context", {"ti": _TaskInstance()}))
 
 
 class _TaskInstance:

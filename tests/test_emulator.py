@@ -129,7 +129,7 @@ def test_no_credentials_and_expired_tokens_are_refused(dli_emulator: DLIEmulator
 
 
 def test_iam_token_endpoint(dli_emulator: DLIEmulator) -> None:
-    body = {
+    body: dict[str, Any] = {
         "auth": {
             "identity": {
                 "methods": ["password"],
@@ -164,7 +164,7 @@ def test_every_answer_carries_a_request_id(dli_emulator: DLIEmulator) -> None:
 def test_state_machine() -> None:
     with DLIEmulator(starting_seconds=0.2, running_seconds=0.2) as emulator:
         batch_id = signed(emulator, "POST", BATCHES, SUBMIT_BODY).json()["id"]
-        seen = []
+        seen: list[str] = []
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and (not seen or seen[-1] != "success"):
             state = signed(emulator, "GET", f"{BATCHES}/{batch_id}/state").json()["state"]

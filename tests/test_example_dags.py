@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +22,7 @@ def test_every_example_parses_without_import_errors() -> None:
     try:
         from airflow.dag_processing.dagbag import DagBag
     except ImportError:  # Airflow 3.1
-        from airflow.models.dagbag import DagBag
+        from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
 
     dagbag = DagBag(dag_folder=str(EXAMPLES))  # AIRFLOW__CORE__LOAD_EXAMPLES is False (conftest)
     assert dagbag.import_errors == {}
@@ -28,14 +31,23 @@ def test_every_example_parses_without_import_errors() -> None:
 
 
 @pytest.fixture
-def long_running_emulator() -> object:
+def long_running_emulator() -> Iterator[DLIEmulator]:
     with DLIEmulator(starting_seconds=0.5, running_seconds=600) as emulator:
         yield emulator
 
 
+def run_example(
+    home: AirflowHome, dag_id: str, emulator: DLIEmulator, conf: dict[str, Any] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``airflow dags test DAG_ID [-c CONF]`` on the example DAGs, against ``emulator``."""
+    args = ["dags", "test", dag_id] + (["-c", json.dumps(conf)] if conf is not None else [])
+    result: subprocess.CompletedProcess[str] = home.run(*args, dags_folder=EXAMPLES, emulator=emulator)
+    return result
+
+
 def test_failed_check_cancels_the_job(long_running_emulator: DLIEmulator, airflow_home: AirflowHome) -> None:
     emulator = long_running_emulator
-    result = airflow_home.run("dags", "test", "example_dli_cancel_on_failure", dags_folder=EXAMPLES, emulator=emulator)
+    result = run_example(airflow_home, "example_dli_cancel_on_failure", emulator)
     assert result.returncode != 0  # the DAG run fails, as the check does
     [job] = emulator.jobs.values()
     assert emulator.state_of(job.id) == "dead"
@@ -48,15 +60,7 @@ def test_failed_check_cancels_the_job(long_running_emulator: DLIEmulator, airflo
 
 def test_passing_check_leaves_the_job_running(long_running_emulator: DLIEmulator, airflow_home: AirflowHome) -> None:
     emulator = long_running_emulator
-    result = airflow_home.run(
-        "dags",
-        "test",
-        "example_dli_cancel_on_failure",
-        "-c",
-        json.dumps({"input_ready": True}),
-        dags_folder=EXAMPLES,
-        emulator=emulator,
-    )
+    result = run_example(airflow_home, "example_dli_cancel_on_failure", emulator, {"input_ready": True})
     assert result.returncode == 0, result.stdout[-3000:]
     [job] = emulator.jobs.values()
     assert emulator.cancel_events == []
@@ -65,29 +69,13 @@ def test_passing_check_leaves_the_job_running(long_running_emulator: DLIEmulator
 
 def test_cancel_by_id_from_the_run_conf(dli_connection: DLIEmulator, airflow_home: AirflowHome) -> None:
     batch_id = DLIHook().create_batch(SUBMIT_BODY)["id"]
-    result = airflow_home.run(
-        "dags",
-        "test",
-        "example_dli_cancel_batch",
-        "-c",
-        json.dumps({"batch_id": batch_id}),
-        dags_folder=EXAMPLES,
-        emulator=dli_connection,
-    )
+    result = run_example(airflow_home, "example_dli_cancel_batch", dli_connection, {"batch_id": batch_id})
     assert result.returncode == 0, result.stdout[-3000:]
     assert dli_connection.state_of(batch_id) == "dead"
     assert [event.batch_id for event in dli_connection.cancel_events] == [batch_id]
 
 
 def test_cancel_by_id_rejects_a_malformed_id(dli_emulator: DLIEmulator, airflow_home: AirflowHome) -> None:
-    result = airflow_home.run(
-        "dags",
-        "test",
-        "example_dli_cancel_batch",
-        "-c",
-        json.dumps({"batch_id": "../../etc"}),
-        dags_folder=EXAMPLES,
-        emulator=dli_emulator,
-    )
+    result = run_example(airflow_home, "example_dli_cancel_batch", dli_emulator, {"batch_id": "../../etc"})
     assert result.returncode != 0
     assert dli_emulator.request_log == []

@@ -260,11 +260,11 @@ def test_sensor_poke(dli_connection: DLIEmulator) -> None:
     hook = DLIHook()
     batch_id = str(hook.create_batch(SUBMIT_BODY)["id"])
     sensor = DLIBatchSensor(task_id="watch", batch_id=batch_id)
-    assert sensor.poke({}) is False  # type: ignore[arg-type]
+    assert sensor.poke({}) is False
     hook.cancel_batch(batch_id)
     with pytest.raises(AirflowFailException, match="ended dead"):
-        sensor.poke({})  # type: ignore[arg-type]
-    assert DLIBatchSensor(task_id="w", batch_id=batch_id, fail_on_dead=False).poke({}) is True  # type: ignore[arg-type]
+        sensor.poke({})
+    assert DLIBatchSensor(task_id="w", batch_id=batch_id, fail_on_dead=False).poke({}) is True
 
 
 class _TaskInstance:

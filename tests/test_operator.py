@@ -33,7 +33,7 @@ def test_cancel_in_a_real_dag_run_with_batch_id_from_xcom(dli_emulator: DLIEmula
 
 def cancel(dli_emulator: DLIEmulator, batch_id: str, **kwargs: Any) -> Any:
     operator = DLICancelBatchOperator(task_id="cancel", batch_id=batch_id, **kwargs)
-    return operator.execute(context={})  # type: ignore[arg-type]
+    return operator.execute(context={})
 
 
 @pytest.fixture

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from airflow.sdk import DAG
 
 from airflow_provider_dli.operators.dli import DLISubmitBatchOperator
 
-JOB = {"file": "obs://bucket/app.jar", "class_name": "com.example.App", "poll_interval": 0.2}
+JOB: dict[str, Any] = {"file": "obs://bucket/app.jar", "class_name": "com.example.App", "poll_interval": 0.2}
 
 with DAG("dli_test_execution_timeout", schedule=None, catchup=False):
     DLISubmitBatchOperator(task_id="submit", execution_timeout=timedelta(seconds=3), **JOB)
