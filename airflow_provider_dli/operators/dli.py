@@ -10,7 +10,8 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ClassVar
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, Protocol
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
@@ -30,6 +31,26 @@ ON_KILL_HOOK_OPTIONS: dict[str, Any] = {"timeout": (1.0, 2.0), "retry_limit": 0}
 
 _MEMORY = re.compile(r"^[1-9]\d*[MmGg]$")
 _SC_TYPES = ("A", "B", "C")
+
+
+class DLITask(Protocol):
+    """What :func:`task_hook` reads from an operator or a sensor."""
+
+    @property
+    def dag_id(self) -> str: ...
+    @property
+    def task_id(self) -> str: ...
+    @property
+    def dli_conn_id(self) -> str: ...
+    @property
+    def project_id(self) -> str | None: ...
+
+
+def task_hook(task: DLITask, **options: Any) -> DLIHook:
+    """The hook for one task: its connection and project, with the task named in DLI's audit trail."""
+    from airflow_provider_dli.hooks.dli import DLIHook
+
+    return DLIHook(task.dli_conn_id, project_id=task.project_id, caller=f"{task.dag_id}.{task.task_id}", **options)
 
 
 def _positive_seconds(name: str, value: object) -> float:
@@ -166,11 +187,9 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         self.log_tail_lines = _positive_int("log_tail_lines", log_tail_lines)
         self.batch_id: str | None = None
 
-    def hook(self, **options: Any) -> DLIHook:
-        from airflow_provider_dli.hooks.dli import DLIHook
-
-        caller = f"{self.dag_id}.{self.task_id}"
-        return DLIHook(self.dli_conn_id, project_id=self.project_id, caller=caller, **options)
+    @cached_property
+    def hook(self) -> DLIHook:
+        return task_hook(self)
 
     def batch_body(self, context: Context) -> dict[str, Any]:
         """The create-job request from the rendered parameters; a ValueError names any bad one."""
@@ -233,12 +252,12 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
 
     def submit_job(self, context: Context) -> str:
         body = self.batch_body(context)
-        batch_id = str(self.hook().create_batch(body)["id"])
+        batch_id = str(self.hook.create_batch(body)["id"])
         self._remember(batch_id, context)
         return batch_id
 
     def get_job_status(self, external_id: Any, context: Context) -> str:
-        return self.hook().get_batch_state(str(external_id))
+        return self.hook.get_batch_state(str(external_id))
 
     def is_job_active(self, status: str) -> bool:
         from airflow_provider_dli.hooks.dli import LIVE_STATES
@@ -255,18 +274,17 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         if self.batch_id != batch_id:  # reconnected on a retry: this try's XCom is empty
             self.log.info("Reconnecting to DLI batch job %s submitted by an earlier try", batch_id)
             self._remember(batch_id, context)
-        hook = self.hook()
-        while (state := hook.get_batch_state(batch_id)) not in TERMINAL_STATES:
+        while (state := self.hook.get_batch_state(batch_id)) not in TERMINAL_STATES:
             self.log.info("DLI batch job %s is %s", batch_id, state)
             time.sleep(self.poll_interval)
-        self._finish(hook, batch_id, state)
+        self._finish(batch_id, state)
 
     def get_job_result(self, external_id: Any, context: Context) -> str:
         return str(external_id)
 
     # Deferrable waiting
 
-    def _submit_and_defer(self, context: Context) -> str:
+    def _submit_and_defer(self, context: Context) -> NoReturn:
         from airflow_provider_dli.triggers.dli import DLIBatchTrigger
 
         batch_id = self.submit_job(context)
@@ -302,9 +320,9 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         if status == "error":
             from airflow_provider_dli.hooks.dli import cancel_summary
 
-            self.log.info("%s", cancel_summary(self.hook().cancel_batch(batch_id)))  # the job must not outlive the task
+            self.log.info("%s", cancel_summary(self.hook.cancel_batch(batch_id)))  # the job must not outlive the task
             raise AirflowException(f"Lost track of DLI batch job {batch_id}, so it was cancelled: {event['message']}")
-        self._finish(self.hook(), batch_id, status)
+        self._finish(batch_id, status)
         return batch_id
 
     # Shared
@@ -313,10 +331,10 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         self.batch_id = batch_id
         context["ti"].xcom_push(key=XCOM_BATCH_ID, value=batch_id)
 
-    def _finish(self, hook: DLIHook, batch_id: str, state: str) -> None:
+    def _finish(self, batch_id: str, state: str) -> None:
         """Copy the job's last log lines into the task log; fail the task if the job failed."""
         self.log.info("DLI batch job %s ended %s; its last driver log lines:", batch_id, state)
-        for line in hook.tail_batch_log(batch_id, self.log_tail_lines):
+        for line in self.hook.tail_batch_log(batch_id, self.log_tail_lines):
             self.log.info("  %s", line)
         if state != "success":
             raise AirflowException(f"DLI batch job {batch_id} ended {state}")
@@ -329,7 +347,7 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
 
         self.log.warning("Task killed: cancelling DLI batch job %s", self.batch_id)
         try:
-            self.log.info("%s", cancel_summary(self.hook(**ON_KILL_HOOK_OPTIONS).cancel_batch(self.batch_id)))
+            self.log.info("%s", cancel_summary(task_hook(self, **ON_KILL_HOOK_OPTIONS).cancel_batch(self.batch_id)))
         except Exception:
             self.log.exception("Could not cancel DLI batch job %s", self.batch_id)
 
@@ -408,13 +426,12 @@ class DLICancelBatchOperator(BaseOperator):
         self.termination_timeout = _positive_seconds("termination_timeout", termination_timeout)
         self.fail_if_finished = fail_if_finished
 
+    @cached_property
     def hook(self) -> DLIHook:
-        from airflow_provider_dli.hooks.dli import DLIHook
-
-        return DLIHook(self.dli_conn_id, project_id=self.project_id, caller=f"{self.dag_id}.{self.task_id}")
+        return task_hook(self)
 
     def execute(self, context: Context) -> Any:
-        hook = self.hook()
+        hook = self.hook
         if isinstance(self.batch_id, str):
             return self._cancel_one(hook, self.batch_id)
         if self.batch_id is not None:

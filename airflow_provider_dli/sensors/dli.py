@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_dli._compat import AirflowFailException, conf
+from airflow_provider_dli.operators.dli import task_hook
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -50,13 +52,12 @@ class DLIBatchSensor(BaseSensorOperator):
         self.deferrable = deferrable
         self.cancel_on_kill = cancel_on_kill
 
+    @cached_property
     def hook(self) -> DLIHook:
-        from airflow_provider_dli.hooks.dli import DLIHook
-
-        return DLIHook(self.dli_conn_id, project_id=self.project_id, caller=f"{self.dag_id}.{self.task_id}")
+        return task_hook(self)
 
     def poke(self, context: Context) -> bool:
-        state = self.hook().get_batch_state(self.batch_id)
+        state = self.hook.get_batch_state(self.batch_id)
         self.log.info("DLI batch job %s is %s", self.batch_id, state)
         return self._ended(state)
 
