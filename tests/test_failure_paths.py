@@ -203,6 +203,21 @@ def test_deferred_wait_and_deferrable_sensor(airflow_home: AirflowHome) -> None:
         assert len(emulator.jobs) == 2
 
 
+def test_notifier_falls_back_to_return_value(long_jobs: DLIEmulator, airflow_home: AirflowHome) -> None:
+    run_dag(airflow_home, "dli_test_notifier_return_value", long_jobs)
+    batch_id = only_job(long_jobs)
+    assert long_jobs.state_of(batch_id) == "dead"
+    assert cancelled_by(long_jobs, batch_id) == "dli_test_notifier_return_value.check callback"
+
+
+def test_notifier_without_an_id_only_logs(dli_emulator: DLIEmulator, airflow_home: AirflowHome) -> None:
+    result = run_dag(airflow_home, "dli_test_notifier_no_id", dli_emulator)
+    output = result.stdout + result.stderr
+    assert "No DLI batch job id found for dli_test_notifier_no_id.fails_before_submitting" in output
+    assert "Failed to send notification" not in output
+    assert dli_emulator.request_log == []
+
+
 # The trigger, called directly: a person ending a deferred task needs a running triggerer
 
 

@@ -74,3 +74,27 @@ with DAG(
         raise ValueError("bad input")
 
     DLISubmitBatchOperator(task_id="submit", wait_for_completion=False, **JOB) >> fail()
+
+with DAG("dli_test_notifier_return_value", schedule=None, catchup=False):
+    from airflow.sdk import task
+
+    @task
+    def submit_with_hook() -> str:  # pushes only return_value, not dli_batch_id
+        from airflow_provider_dli.hooks.dli import DLIHook
+
+        return str(DLIHook().create_batch({"file": "obs://bucket/app.jar", "className": "A"})["id"])
+
+    @task(on_failure_callback=DLICancelBatchNotifier(source_task_id="submit_with_hook"))
+    def check() -> None:
+        raise ValueError("bad input")
+
+    submit_with_hook() >> check()
+
+with DAG("dli_test_notifier_no_id", schedule=None, catchup=False):
+    from airflow.sdk import task
+
+    @task(on_failure_callback=DLICancelBatchNotifier())
+    def fails_before_submitting() -> None:
+        raise ValueError("no job was submitted")
+
+    fails_before_submitting()
