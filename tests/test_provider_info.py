@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -43,6 +45,27 @@ def test_declared_modules_and_hook_class_exist() -> None:
     module, _, name = connection_type["hook-class-name"].rpartition(".")
     assert getattr(importlib.import_module(module), name) is DLIHook
     assert connection_type["connection-type"] == DLIHook.conn_type
+
+
+PARSE_PROBE = """
+import sys
+from airflow.sdk import DAG
+from airflow_provider_dli.notifications.dli import DLICancelBatchNotifier
+from airflow_provider_dli.operators.dli import DLICancelBatchOperator, DLISubmitBatchOperator
+from airflow_provider_dli.sensors.dli import DLIBatchSensor
+with DAG("parse_probe", schedule=None, on_failure_callback=DLICancelBatchNotifier()):
+    DLISubmitBatchOperator(task_id="submit", file="obs://b/a.jar", class_name="A")
+    DLICancelBatchOperator(task_id="one", batch_id="{{ ti.xcom_pull('submit') }}")
+    DLICancelBatchOperator(task_id="run", this_dag_run=True, states=["running"])
+    DLIBatchSensor(task_id="watch", batch_id="x")
+print(sorted(m for m in ("requests", "airflow_provider_dli.hooks.dli") if m in sys.modules))
+"""
+
+
+def test_parsing_a_dag_file_does_not_load_the_hook() -> None:
+    """DAG files are parsed over and over: building the tasks must not import the hook or requests."""
+    result = subprocess.run([sys.executable, "-c", PARSE_PROBE], capture_output=True, text=True, check=True)
+    assert result.stdout.splitlines()[-1] == "[]"
 
 
 def test_secret_extras_are_sensitive_in_the_form() -> None:

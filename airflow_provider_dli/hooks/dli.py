@@ -30,9 +30,8 @@ from airflow_provider_dli import CONN_TYPE, UI_FIELD_BEHAVIOUR, __version__
 from airflow_provider_dli.auth import TOKEN_CACHE, AKSKAuth, TokenAuth, TokenKey
 from airflow_provider_dli.endpoints import dli_endpoint, iam_endpoint
 from airflow_provider_dli.exceptions import DLIAPIError, DLIConnectionError
+from airflow_provider_dli.states import LIVE_STATES, TERMINAL_STATES
 
-LIVE_STATES = frozenset({"starting", "running", "recovering"})
-TERMINAL_STATES = frozenset({"success", "dead"})
 AUTH_TYPES = ("aksk", "password", "token")
 
 DEFAULT_TIMEOUT = (10.0, 60.0)

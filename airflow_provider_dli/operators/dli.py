@@ -17,6 +17,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_dli._compat import AirflowFailException, ResumableJobMixin, conf
+from airflow_provider_dli.states import LIVE_STATES, TERMINAL_STATES
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -260,16 +261,12 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         return self.hook.get_batch_state(str(external_id))
 
     def is_job_active(self, status: str) -> bool:
-        from airflow_provider_dli.hooks.dli import LIVE_STATES
-
         return status in LIVE_STATES
 
     def is_job_succeeded(self, status: str) -> bool:
         return status == "success"
 
     def poll_until_complete(self, external_id: Any, context: Context) -> None:
-        from airflow_provider_dli.hooks.dli import TERMINAL_STATES
-
         batch_id = str(external_id)
         if self.batch_id != batch_id:  # reconnected on a retry: this try's XCom is empty
             self.log.info("Reconnecting to DLI batch job %s submitted by an earlier try", batch_id)
@@ -407,8 +404,6 @@ class DLICancelBatchOperator(BaseOperator):
             raise ValueError("list_only lists what a filter matches: it needs queue_name, job_name or this_dag_run")
         if isinstance(states, str) or not states:
             raise ValueError(f"states must be a non-empty list of job states; got {states!r}")
-        from airflow_provider_dli.hooks.dli import LIVE_STATES
-
         unknown = sorted(set(states) - LIVE_STATES)
         if unknown:
             raise ValueError(f"states can only be live states {sorted(LIVE_STATES)}; got {unknown}")
@@ -488,8 +483,6 @@ class DLICancelBatchOperator(BaseOperator):
         return result
 
     def _wait_until_terminal(self, hook: DLIHook, batch_id: str) -> str:
-        from airflow_provider_dli.hooks.dli import TERMINAL_STATES
-
         deadline = time.monotonic() + self.termination_timeout
         while True:
             state = hook.get_batch_state(batch_id)

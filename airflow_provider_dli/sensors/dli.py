@@ -12,6 +12,7 @@ from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_dli._compat import AirflowFailException, conf
 from airflow_provider_dli.operators.dli import task_hook
+from airflow_provider_dli.states import TERMINAL_STATES
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -64,7 +65,7 @@ class DLIBatchSensor(BaseSensorOperator):
     def _ended(self, state: str) -> bool:
         if state == "dead" and self.fail_on_dead:
             raise AirflowFailException(f"DLI batch job {self.batch_id} ended dead")
-        return state in ("success", "dead")
+        return state in TERMINAL_STATES
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:

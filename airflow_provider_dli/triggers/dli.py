@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_dli.states import TERMINAL_STATES
+
 if TYPE_CHECKING:
     from airflow_provider_dli.hooks.dli import DLIHook
 
@@ -77,7 +79,7 @@ class DLIBatchTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_provider_dli.exceptions import DLIError
-        from airflow_provider_dli.hooks.dli import TERMINAL_STATES, cancel_summary
+        from airflow_provider_dli.hooks.dli import cancel_summary
 
         try:
             hook = await self._hook()
