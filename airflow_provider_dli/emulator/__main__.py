@@ -34,7 +34,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--starting-seconds", type=float, default=1.0, help="how long a job stays 'starting'")
     parser.add_argument("--running-seconds", type=float, default=5.0, help="how long a job stays 'running'")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every API request")
-    parser.add_argument("--url-file", help="also write the URL to this file once the server is ready")
     args = parser.parse_args(argv)
     domain_user, _, password = args.user.partition(":")
     domain, _, user = domain_user.partition("/")
@@ -59,9 +58,6 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     with emulator:
-        if args.url_file:
-            with open(args.url_file, "w") as url_file:
-                url_file.write(emulator.url)
         print(f"DLI emulator listening on {emulator.url} (project {args.project_id})", flush=True)
         print(f"AIRFLOW_CONN_DLI_DEFAULT='{json.dumps(emulator.connection())}'", flush=True)
         stop.wait()
