@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,12 +24,41 @@ from tests.airflow_cli import AirflowHome, migrated_home
 
 SUBMIT_BODY = {"file": "obs://bucket/jobs/app.jar", "className": "com.example.App", "queue": "etl"}
 
+# A job stays where the test put it: on a loaded machine, seconds pass between two lines of a test and more
+# between submitting a job and ``airflow dags test`` reaching its cancel. Jobs here stay ``starting`` for ten
+# minutes unless a test asks for other lifetimes (``dli.emulator.*`` conf, or its own emulator), or ends them
+# with ``DLIEmulator.finish``.
+STILL = 600.0
+
+
+@pytest.fixture
+def dli_emulator() -> Iterator[DLIEmulator]:
+    """The plugin's emulator, with jobs that never move by themselves within a test."""
+    with DLIEmulator(starting_seconds=STILL, running_seconds=STILL) as emulator:
+        yield emulator
+
 
 @pytest.fixture(autouse=True)
 def _fresh_token_cache() -> Iterator[None]:
     TOKEN_CACHE.clear()
     yield
     TOKEN_CACHE.clear()
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 240.0) -> None:
+    """Wait for an event (a request the emulator saw, a state), never for a fixed time; ``timeout`` only bounds
+    a test that would otherwise hang, and is generous for a loaded machine."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def state_polls(emulator: DLIEmulator, status: int = 200) -> int:
+    """How many state reads the emulator has answered with ``status``: a task polls only after its job's id is
+    in XCom and on the operator, so the first poll marks the moment a task is waiting on its job."""
+    return sum(record.path.endswith("/state") and record.status == status for record in emulator.request_log)
 
 
 MakeHook = Callable[..., DLIHook]

@@ -28,7 +28,7 @@ from airflow_provider_dli.operators.dli import DLISubmitBatchOperator
 from airflow_provider_dli.sensors.dli import DLIBatchSensor
 from airflow_provider_dli.triggers.dli import DLIBatchTrigger
 from tests.airflow_cli import AIRFLOW, AirflowHome
-from tests.conftest import SUBMIT_BODY
+from tests.conftest import SUBMIT_BODY, state_polls, wait_until
 
 TEST_DAGS = Path(__file__).parent / "dags"
 AIRFLOW_3_3 = Version(airflow_version) >= Version("3.3")
@@ -84,11 +84,7 @@ def test_sigterm_of_the_task_process(long_jobs: DLIEmulator, airflow_home: Airfl
         [AIRFLOW, "dags", "test", "dli_test_sigterm"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not any(
-            job.state(time.time()) == "running" for job in long_jobs.jobs.values()
-        ):
-            time.sleep(0.1)
+        wait_until(lambda: state_polls(long_jobs) > 0, "the task to wait on its job")
         batch_id = only_job(long_jobs)
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
@@ -110,11 +106,7 @@ def test_killed_worker_callback_runs_in_the_dag_processor(
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not any(
-            job.state(time.time()) == "running" for job in long_jobs.jobs.values()
-        ):
-            time.sleep(0.1)
+        wait_until(lambda: state_polls(long_jobs) > 0, "the task to wait on its job")
     finally:
         worker.send_signal(signal.SIGKILL)  # the worker dies: no on_kill, no callback on it
         worker.wait()
@@ -157,25 +149,39 @@ def run_in_dag_processor(kind: str, dag_id: str, task_id: str, env: dict[str, st
 def test_deferral_timeout(long_jobs: DLIEmulator, airflow_home: AirflowHome) -> None:
     result = run_dag(airflow_home, "dli_test_deferral_timeout", long_jobs)
     assert result.returncode != 0
-    assert "did not finish within execution_timeout (0:00:03); it was cancelled" in result.stdout + result.stderr
+    assert "did not finish within execution_timeout (0:00:08); it was cancelled" in result.stdout + result.stderr
     batch_id = only_job(long_jobs)
     assert long_jobs.state_of(batch_id) == "dead"
     assert cancelled_by(long_jobs, batch_id) == "dli_test_deferral_timeout.submit"  # the trigger
 
 
-def test_retried_task_reconnects_instead_of_resubmitting(airflow_home: AirflowHome) -> None:
-    with DLIEmulator(starting_seconds=0.2, running_seconds=3) as emulator:
-        # The first try fails while waiting (a state poll is refused), the job still running.
-        emulator.add_fault(r".*/state", method="GET", status=400, times=1)
-        result = run_dag(airflow_home, "dli_test_retry_reconnect", emulator)
-        assert result.returncode == 0, result.stdout[-3000:]
-        output = result.stdout + result.stderr
-        if AIRFLOW_3_3:
-            assert len(emulator.jobs) == 1
-            assert "Reconnecting to DLI batch job" in output
-        else:  # documented: before 3.3 there is no task_state_store, so the retry submits again
-            assert len(emulator.jobs) == 2
-        assert emulator.cancel_events == []
+def test_retried_task_reconnects_instead_of_resubmitting(long_jobs: DLIEmulator, airflow_home: AirflowHome) -> None:
+    # The first try fails while waiting (its first state poll is refused), the job still running.
+    refused = long_jobs.add_fault(r".*/state", method="GET", status=400, times=1)
+    env = airflow_home.env(TEST_DAGS, long_jobs)
+    with subprocess.Popen(
+        [AIRFLOW, "dags", "test", "dli_test_retry_reconnect"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as process:
+        try:
+            # The retry is waiting once a state poll is answered: only then do the jobs end, so the retry
+            # meets a live job however long Airflow takes to start it.
+            wait_until(lambda: refused.hits == 1 and state_polls(long_jobs) > 0, "the retry to wait on a job")
+            for batch_id in list(long_jobs.jobs):
+                long_jobs.finish(batch_id)
+            output, _ = process.communicate(timeout=300)
+        finally:
+            process.kill()
+    assert process.returncode == 0, output[-3000:]
+    if AIRFLOW_3_3:
+        assert len(long_jobs.jobs) == 1
+        assert "Reconnecting to DLI batch job" in output
+    else:  # documented: before 3.3 there is no task_state_store, so the retry submits again
+        assert len(long_jobs.jobs) == 2
+    assert long_jobs.cancel_events == []
 
 
 # The submit operator's other duties, in real DAG runs

@@ -278,6 +278,20 @@ class DLIEmulator:
         body = dict(body or {"file": "obs://emulator/seed.jar", "className": "Seed", "name": "seed"})
         return [self._create(DEFAULT_USER, dict(body))["id"] for _ in range(count)]
 
+    def finish(self, batch_id: str, state: str = "success") -> None:
+        """End a live job now, ``success`` or ``dead``: tests end jobs on an event, never on a timer."""
+        if state not in TERMINAL:
+            raise ValueError(f"state must be one of {sorted(TERMINAL)}; got {state!r}")
+        now = time.time()
+        with self._lock:
+            job = self.jobs[batch_id]
+            if job.state(now) in TERMINAL:
+                return
+            elapsed = now - job.created
+            job.starting_seconds = min(job.starting_seconds, elapsed)
+            job.running_seconds = elapsed - job.starting_seconds
+            job.final_state = state
+
     def state_of(self, batch_id: str) -> str:
         with self._lock:
             return self.jobs[batch_id].state(time.time())

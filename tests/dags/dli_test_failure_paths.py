@@ -10,12 +10,15 @@ from airflow.sdk import DAG
 from airflow_provider_dli.operators.dli import DLISubmitBatchOperator
 
 JOB: dict[str, Any] = {"file": "obs://bucket/app.jar", "class_name": "com.example.App", "poll_interval": 0.2}
+# Long enough for a loaded machine to get from the task's start to the submit: the timeout must end the wait,
+# not the submit.
+TIMEOUT = timedelta(seconds=8)
 
 with DAG("dli_test_execution_timeout", schedule=None, catchup=False):
-    DLISubmitBatchOperator(task_id="submit", execution_timeout=timedelta(seconds=3), **JOB)
+    DLISubmitBatchOperator(task_id="submit", execution_timeout=TIMEOUT, **JOB)
 
 with DAG("dli_test_deferral_timeout", schedule=None, catchup=False):
-    DLISubmitBatchOperator(task_id="submit", deferrable=True, execution_timeout=timedelta(seconds=3), **JOB)
+    DLISubmitBatchOperator(task_id="submit", deferrable=True, execution_timeout=TIMEOUT, **JOB)
 
 with DAG("dli_test_sigterm", schedule=None, catchup=False):
     DLISubmitBatchOperator(task_id="submit", **JOB)
@@ -29,7 +32,11 @@ with DAG("dli_test_deferred_success", schedule=None, catchup=False):
 with DAG("dli_test_job_fails", schedule=None, catchup=False):
     DLISubmitBatchOperator(
         task_id="submit",
-        conf={"dli.emulator.final_state": "dead", "dli.emulator.running_seconds": 0.5},
+        conf={
+            "dli.emulator.final_state": "dead",
+            "dli.emulator.starting_seconds": 0.2,
+            "dli.emulator.running_seconds": 0.5,
+        },
         **JOB,
     )
 
