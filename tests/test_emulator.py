@@ -33,7 +33,7 @@ from airflow_provider_dli.emulator import (
     DLIEmulator,
 )
 from airflow_provider_dli.hooks.dli import DLIHook
-from tests.conftest import SUBMIT_BODY
+from tests.conftest import SUBMIT_BODY, wait_until
 
 BATCHES = f"/v2.0/{DEFAULT_PROJECT_ID}/batches"
 
@@ -81,6 +81,46 @@ def test_vendor_sdk_drives_the_emulator(dli_emulator: DLIEmulator) -> None:
     assert listed.total == 1
     assert listed.sessions[0].id == created.id
     assert listed.sessions[0].state == "dead"
+
+
+def test_listed_jobs_carry_their_request_body_and_times_in_milliseconds(dli_emulator: DLIEmulator) -> None:
+    """As documented for the list API: ``req_body`` (the create request, a JSON string) on every session, and
+    every time, the listing's own ``create_time`` too, in epoch milliseconds."""
+    client = vendor_client(dli_emulator)
+    body = CreateSparkJobRequestBody(
+        file="obs://bucket/app.jar", class_name="com.example.App", queue="etl", conf={"spark.x": "1"}
+    )
+    created = client.create_spark_job(CreateSparkJobRequest(body=body))
+    before = time.time() * 1000
+    listed = client.list_spark_jobs(ListSparkJobsRequest())
+    [session] = listed.sessions
+    assert json.loads(session.req_body) == {
+        "file": "obs://bucket/app.jar",
+        "className": "com.example.App",
+        "queue": "etl",
+        "conf": {"spark.x": "1"},
+    }
+    assert before - 60_000 < listed.create_time <= time.time() * 1000
+    assert session.create_time == created.create_time
+    details = signed(dli_emulator, "GET", f"{BATCHES}/{created.id}").json()
+    assert details["req_body"] == session.req_body
+
+
+@pytest.mark.parametrize("how", ["finished", "cancelled"])
+def test_a_finished_jobs_clock_stops(dli_emulator: DLIEmulator, how: str) -> None:
+    batch_id = signed(dli_emulator, "POST", BATCHES, SUBMIT_BODY).json()["id"]
+    if how == "finished":
+        dli_emulator.finish(batch_id)
+    else:
+        signed(dli_emulator, "DELETE", f"{BATCHES}/{batch_id}")
+    ended = signed(dli_emulator, "GET", f"{BATCHES}/{batch_id}").json()
+    assert ended["state"] in ("success", "dead")
+    wait_until(lambda: time.time() * 1000 > ended["update_time"] + 5, "the clock to move on")
+    later = signed(dli_emulator, "GET", f"{BATCHES}/{batch_id}").json()
+    [listed] = signed(dli_emulator, "GET", BATCHES).json()["sessions"]
+    for batch in (later, listed):
+        assert (batch["update_time"], batch["duration"]) == (ended["update_time"], ended["duration"])
+        assert batch["duration"] == batch["update_time"] - batch["create_time"]
 
 
 def test_vendor_sdk_with_a_wrong_secret_key_is_refused(dli_emulator: DLIEmulator) -> None:

@@ -114,6 +114,12 @@ class Job:
             return "running"
         return self.final_state
 
+    def ended_at(self) -> float:
+        """When the job turns (or turned) terminal: a cancel's end, else the end of its natural run."""
+        if self.cancelled_at is not None:
+            return self.cancelled_at + self.cancel_lag
+        return self.created + self.starting_seconds + self.running_seconds
+
     def log_lines(self, now: float) -> list[str]:
         state = self.state(now)
         lines = [f"INFO DLI: batch job {self.id} submitted to queue {self.body.get('queue') or 'default'}"]
@@ -132,7 +138,10 @@ class Job:
         return lines
 
     def as_batch(self, now: float) -> dict[str, Any]:
+        """The batch object; a finished job's clock stops when it ends (``update_time``, ``duration``)."""
         state = self.state(now)
+        until = min(now, self.ended_at()) if state in TERMINAL else now
+        created_ms, updated_ms = int(self.created * 1000), int(until * 1000)
         return {
             "id": self.id,
             "appId": f"application_{int(self.created)}_{self.id[:4]}" if state != "starting" else "",
@@ -145,10 +154,14 @@ class Job:
             "sc_type": self.body.get("sc_type") or "A",
             "cluster_name": self.body.get("cluster_name") or "",
             "queue": self.body.get("queue") or self.body.get("cluster_name") or "default",
-            "create_time": int(self.created * 1000),
-            "update_time": int(now * 1000),
-            "duration": int((now - self.created) * 1000),
+            "create_time": created_ms,
+            "update_time": updated_ms,
+            "duration": updated_ms - created_ms,
         }
+
+    def as_listed_batch(self, now: float) -> dict[str, Any]:
+        """The batch object as list and details answer it: with ``req_body``, the create request as a JSON string."""
+        return {**self.as_batch(now), "req_body": json.dumps(self.body)}
 
 
 @dataclass
@@ -463,7 +476,7 @@ class DLIEmulator:
             raise _Reject(400, "DLI.0001", "Parameter check error: from >= 0 and 1 <= size <= 1000")
         now = time.time()
         with self._lock:
-            batches = [job.as_batch(now) for job in self.jobs.values()]
+            batches = [job.as_listed_batch(now) for job in self.jobs.values()]
         filters: dict[str, Callable[[dict[str, Any], str], bool]] = {
             "job_name": lambda b, v: v in b["name"],
             "queue_name": lambda b, v: b["queue"] == v,
@@ -485,7 +498,7 @@ class DLIEmulator:
             "from": start,
             "total": len(batches),
             "sessions": batches[start : start + size],
-            "create_time": int(now),
+            "create_time": int(now * 1000),  # milliseconds, like every DLI time
         }
 
     def _cancel(self, batch_id: str, user_agent: str) -> dict[str, Any]:
@@ -527,7 +540,7 @@ class DLIEmulator:
                 return 200, self._list(query), {}
         elif leaf is None and method == "GET":
             job = self._job(batch_id)
-            return 200, {**job.as_batch(now), "req_body": json.dumps(job.body)}, {}
+            return 200, job.as_listed_batch(now), {}
         elif leaf is None and method == "DELETE":
             return 200, self._cancel(batch_id, request.headers.get("User-Agent", "")), {}
         elif leaf == "state" and method == "GET":
