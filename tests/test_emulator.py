@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import signal
 import subprocess
@@ -153,8 +154,10 @@ def test_unknown_access_key_is_refused(dli_emulator: DLIEmulator) -> None:
 
 @pytest.mark.parametrize("skew", [timedelta(minutes=16), -timedelta(minutes=16)])
 def test_clock_skew_over_15_minutes_is_refused(dli_emulator: DLIEmulator, skew: timedelta) -> None:
+    """The gateway's IAM code (``APIGW.0301``), not ``APIG.0303``, which is for apps' own authentication."""
     response = signed(dli_emulator, "GET", BATCHES, date=datetime.now(UTC) + skew)
-    assert (response.status_code, response.json()["error_code"]) == (401, "APIG.0303")
+    assert (response.status_code, response.json()["error_code"]) == (401, "APIGW.0301")
+    assert "signature expired" in response.json()["error_msg"]
     assert signed(dli_emulator, "GET", BATCHES, date=datetime.now(UTC) + timedelta(minutes=14)).status_code == 200
 
 
@@ -196,6 +199,95 @@ def test_every_answer_carries_a_request_id(dli_emulator: DLIEmulator) -> None:
     assert ok.headers["X-Request-Id"]
     assert error.json()["request_id"] == error.headers["X-Request-Id"]
     assert error.json()["error_code"] == "DLI.0002"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/v2.0/{project}/jobs"), ("GET", "/v1.0/{project}/batches"), ("PUT", "/v2.0/{project}/batches")],
+)
+def test_unknown_api_is_the_gateways_404(dli_emulator: DLIEmulator, method: str, path: str) -> None:
+    response = signed(dli_emulator, method, path.format(project=DEFAULT_PROJECT_ID))
+    assert (response.status_code, response.json()["error_code"]) == (404, "APIGW.0101")
+
+
+# Malformed requests get the gateway's 4xx, never a 500, a traceback or a hung thread
+
+
+def raw_request(
+    emulator: DLIEmulator, method: str, path: str, headers: list[tuple[str, str]], body: bytes = b""
+) -> tuple[int, Any]:
+    """One request with headers exactly as given (http.client checks nothing), and its answer."""
+    host, port = emulator.url.removeprefix("http://").rsplit(":", 1)
+    connection = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=10)
+    try:
+        connection.putrequest(method, path, skip_accept_encoding=True)
+        for name, value in headers:
+            connection.putheader(name, value)
+        connection.endheaders(body or None)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize(
+    ("length", "status"),
+    [("abc", 400), ("-1", 400), ("²", 400), ("1e3", 400), (str(10**12), 413), (str(13 * 1024 * 1024), 413)],
+)
+def test_malformed_content_length(dli_emulator: DLIEmulator, length: str, status: int) -> None:
+    answer = raw_request(dli_emulator, "POST", BATCHES, [("Content-Length", length)], b"{}")
+    assert answer[0] == status
+    assert answer[1]["error_code"] == "APIGW.0201"
+    assert signed(dli_emulator, "GET", BATCHES).status_code == 200  # still serving
+
+
+def test_two_different_content_lengths_are_refused(dli_emulator: DLIEmulator) -> None:
+    headers = [("Content-Length", "2"), ("Content-Length", "5")]
+    assert raw_request(dli_emulator, "POST", BATCHES, headers, b"{}")[0] == 400
+
+
+def test_non_ascii_signature_and_iam_password_are_refused_not_crashed(dli_emulator: DLIEmulator) -> None:
+    authorization = f"SDK-HMAC-SHA256 Access={DEFAULT_ACCESS_KEY}, SignedHeaders=x-sdk-date, Signature=éé"
+    headers = {"X-Sdk-Date": signing.sdk_date(), "Authorization": authorization}
+    response = requests.get(dli_emulator.url + BATCHES, headers=headers, timeout=10)
+    assert (response.status_code, response.json()["error_code"]) == (401, "APIGW.0301")
+    user = {"name": "airflow", "password": "pässwörd-漢字", "domain": {"name": "emulator"}}
+    body = {
+        "auth": {
+            "identity": {"methods": ["password"], "password": {"user": user}},
+            "scope": {"project": {"id": DEFAULT_PROJECT_ID}},
+        }
+    }
+    assert requests.post(dli_emulator.url + "/v3/auth/tokens", json=body, timeout=10).status_code == 401
+
+
+def test_non_ascii_iam_password_of_a_real_user() -> None:
+    with DLIEmulator(users={("emulator", "airflow"): "pässwörd-漢字"}) as emulator:
+        user = {"name": "airflow", "password": "pässwörd-漢字", "domain": {"name": "emulator"}}
+        body = {
+            "auth": {
+                "identity": {"methods": ["password"], "password": {"user": user}},
+                "scope": {"project": {"id": DEFAULT_PROJECT_ID}},
+            }
+        }
+        assert requests.post(emulator.url + "/v3/auth/tokens", json=body, timeout=10).status_code == 201
+
+
+@pytest.mark.parametrize("query", ["from=abc", "size=abc", "from=-1", "size=0", "from=²"])
+def test_bad_log_paging_is_a_parameter_error(dli_emulator: DLIEmulator, query: str) -> None:
+    batch_id = signed(dli_emulator, "POST", BATCHES, SUBMIT_BODY).json()["id"]
+    response = signed(dli_emulator, "GET", f"{BATCHES}/{batch_id}/log?{query}")
+    assert (response.status_code, response.json()["error_code"]) == (400, "DLI.0001")
+
+
+def test_bad_job_timing_conf_is_a_parameter_error(dli_emulator: DLIEmulator) -> None:
+    response = signed(dli_emulator, "POST", BATCHES, dict(SUBMIT_BODY, conf={"dli.emulator.running_seconds": "x"}))
+    assert (response.status_code, response.json()["error_code"]) == (400, "DLI.0001")
+
+
+def test_bad_control_requests_are_refused(dli_emulator: DLIEmulator) -> None:
+    for path, body in (("/_emulator/faults", {"path": ".*", "nonsense": 1}), ("/_emulator/jobs", {"count": "x"})):
+        assert requests.post(dli_emulator.url + path, json=body, timeout=10).status_code == 400
 
 
 # Jobs
@@ -331,3 +423,36 @@ def test_command_line(tmp_path: Path, stop_signal: signal.Signals, how: str) -> 
     finally:
         process.kill()
         process.wait()
+
+
+def test_a_non_loopback_host_needs_an_explicit_flag() -> None:
+    """``--host 0.0.0.0`` would expose the unauthenticated ``/_emulator/*`` endpoints: refused without a word from
+    the user, and loudly warned about with one."""
+    everywhere = "0.0.0.0"  # noqa: S104 - the point of the test
+    command = [sys.executable, "-m", "airflow_provider_dli.emulator", "--host", everywhere, "--port", "0"]
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode == 2
+    assert "--allow-remote" in refused.stderr
+    assert "/_emulator/" in refused.stderr
+    assert refused.stdout == ""
+    process = subprocess.Popen([*command, "--allow-remote"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        assert process.stdout.readline().startswith("DLI emulator listening on http://0.0.0.0:")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        warning = process.stderr.read()
+        assert warning.startswith("WARNING: the DLI emulator listens on 0.0.0.0, beyond this machine")
+        assert "no authentication" in warning
+    finally:
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost"])
+def test_loopback_hosts_need_no_flag(host: str) -> None:
+    from airflow_provider_dli.emulator.__main__ import is_loopback
+
+    assert is_loopback(host)
+    assert not any(is_loopback(other) for other in ("0.0.0.0", "::", ""))  # noqa: S104

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import signal
+import socket
+import sys
 import threading
 from types import FrameType
 
@@ -18,10 +21,34 @@ from airflow_provider_dli.emulator.server import (
     DLIEmulator,
 )
 
+EXPOSED_WARNING = (
+    "WARNING: the DLI emulator listens on {host}, beyond this machine. Anyone who can reach it can read and "
+    "change its jobs and faults through /_emulator/*, which has no authentication, and its credentials are "
+    "the printed test ones. Bind to 127.0.0.1 unless the network is yours alone."
+)
+
+
+def is_loopback(host: str) -> bool:
+    """True when every address ``host`` names is a loopback one; ``0.0.0.0``, ``::`` and ``""`` are every interface."""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)} if host else {"0.0.0.0"}  # noqa: S104
+    except OSError:
+        return True  # unresolvable: binding fails with its own error
+    return all(ipaddress.ip_address(str(address).split("%")[0]).is_loopback for address in addresses)
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="dli-emulator", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: %(default)s); an address other machines reach needs --allow-remote",
+    )
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback --host such as 0.0.0.0: the /_emulator/* control endpoints have no authentication",
+    )
     parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default)")
     parser.add_argument("--access-key", default=DEFAULT_ACCESS_KEY)
     parser.add_argument("--secret-key", default=DEFAULT_SECRET_KEY)
@@ -39,6 +66,12 @@ def main(argv: list[str] | None = None) -> None:
     domain, _, user = domain_user.partition("/")
     if not (domain and user and password):
         parser.error("--user must look like DOMAIN/NAME:PASSWORD")
+    exposed = not is_loopback(args.host)
+    if exposed and not args.allow_remote:
+        parser.error(
+            f"--host {args.host} is reachable from other machines, and the emulator's /_emulator/* control "
+            "endpoints have no authentication: bind to 127.0.0.1, or pass --allow-remote if you mean it"
+        )
 
     emulator = DLIEmulator(
         host=args.host,
@@ -58,6 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     with emulator:
+        if exposed:
+            print(EXPOSED_WARNING.format(host=args.host), file=sys.stderr, flush=True)
         print(f"DLI emulator listening on {emulator.url} (project {args.project_id})", flush=True)
         print(f"AIRFLOW_CONN_DLI_DEFAULT='{json.dumps(emulator.connection())}'", flush=True)
         stop.wait()

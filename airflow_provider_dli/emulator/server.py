@@ -7,8 +7,9 @@ moves them; a job's Spark ``conf`` can change its timing or make it end ``dead``
 - ``dli.emulator.final_state``: ``success`` (default) or ``dead``
 - ``dli.emulator.starting_seconds`` / ``dli.emulator.running_seconds``: override the emulator's defaults
 
-Control endpoints under ``/_emulator/`` (no auth; the emulator binds to loopback) let another process read
-the jobs and cancel events and script faults, the same as the Python methods of :class:`DLIEmulator`.
+Control endpoints under ``/_emulator/`` let another process read the jobs and cancel events and script faults,
+the same as the Python methods of :class:`DLIEmulator`. They have no auth: the emulator binds to loopback, and
+its command line refuses another address without ``--allow-remote``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ DEFAULT_DOMAIN = "emulator"
 DEFAULT_USER = "airflow"
 DEFAULT_PASSWORD = "emulator-password"  # noqa: S105 - the emulator's own test user
 MAX_CLOCK_SKEW = 15 * 60
+MAX_REQUEST_BODY = 12 * 1024 * 1024
+"""The API gateway's limit on a request body; a larger one gets 413 ``APIGW.0201``."""
 TERMINAL = frozenset({"success", "dead"})
 CONF_PREFIX = "dli.emulator."
 
@@ -218,7 +221,8 @@ class DLIEmulator:
         self._faults: list[Fault] = []
         self._tokens: dict[str, _Token] = {}
         self._lock = threading.RLock()
-        self._server = ThreadingHTTPServer((host, port), _Handler)
+        server_class = _IPv6Server if ":" in host else ThreadingHTTPServer  # "::1" is an IPv6 address
+        self._server = server_class((host, port), _Handler)
         self._server.daemon_threads = True
         self._server.emulator = self  # type: ignore[attr-defined]
         self._thread: threading.Thread | None = None
@@ -228,7 +232,8 @@ class DLIEmulator:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        host = f"[{host!s}]" if ":" in str(host) else str(host)
+        return f"http://{host}:{port}"
 
     def start(self) -> DLIEmulator:
         self._thread = threading.Thread(
@@ -367,8 +372,14 @@ class DLIEmulator:
             signed_at = datetime.strptime(date, signing.DATE_FORMAT).replace(tzinfo=UTC)
         except ValueError:
             raise _Reject(401, "APIGW.0301", "Incorrect IAM authentication information: bad X-Sdk-Date") from None
-        if abs((datetime.now(UTC) - signed_at).total_seconds()) > MAX_CLOCK_SKEW:
-            raise _Reject(401, "APIG.0303", "The signature expired: the client clock is off by more than 15 min")
+        server_time = datetime.now(UTC)
+        if abs((server_time - signed_at).total_seconds()) > MAX_CLOCK_SKEW:
+            raise _Reject(
+                401,
+                "APIGW.0301",
+                f"Incorrect IAM authentication information: signature expired, signature time:{date},"
+                f"server time:{signing.sdk_date(server_time)}",
+            )
         if security_token is not None and (
             received.get("x-security-token") != security_token or "x-security-token" not in authorization.signed_headers
         ):
@@ -386,7 +397,7 @@ class DLIEmulator:
             received.get(signing.CONTENT_SHA256_HEADER.lower()),
         )
         expected = signing.signature(secret_key, signing.string_to_sign(canonical, date))
-        if not hmac.compare_digest(expected, authorization.signature):
+        if not hmac.compare_digest(expected.encode(), authorization.signature.encode()):
             raise _Reject(401, "APIGW.0301", "Incorrect IAM authentication information: verify aksk signature fail")
         if path_project != self.project_id:
             raise _Reject(401, "DLI.0013", f"The access key has no access to project {path_project}")
@@ -404,7 +415,7 @@ class DLIEmulator:
         except (KeyError, TypeError):
             return 400, {"error": {"code": 400, "message": "The request body is invalid.", "title": "Bad Request"}}, {}
         expected = self.users.get(key)
-        if expected is None or not hmac.compare_digest(expected, password):
+        if expected is None or not hmac.compare_digest(expected.encode(), password.encode()):
             error = {"code": 401, "message": "The username or password is wrong.", "title": "Unauthorized"}
             return 401, {"error": error}, {}
         if project_id != self.project_id:
@@ -441,12 +452,18 @@ class DLIEmulator:
         final_state = str(conf.get(CONF_PREFIX + "final_state", "success")).lower()
         if final_state not in TERMINAL:
             raise _Reject(400, "DLI.0001", f"Parameter check error: {CONF_PREFIX}final_state must be success or dead")
+        timings = {}
+        for name, default in (("starting_seconds", self.starting_seconds), ("running_seconds", self.running_seconds)):
+            try:
+                timings[name] = float(conf.get(CONF_PREFIX + name, default))
+            except (TypeError, ValueError):
+                raise _Reject(400, "DLI.0001", f"Parameter check error: {CONF_PREFIX}{name} must be seconds") from None
         job = Job(
             id=str(uuid.uuid4()),
             body=body,
             created=time.time(),
-            starting_seconds=float(conf.get(CONF_PREFIX + "starting_seconds", self.starting_seconds)),
-            running_seconds=float(conf.get(CONF_PREFIX + "running_seconds", self.running_seconds)),
+            starting_seconds=timings["starting_seconds"],
+            running_seconds=timings["running_seconds"],
             final_state=final_state,
             owner=owner,
             cancel_lag=self.cancel_lag,
@@ -466,12 +483,8 @@ class DLIEmulator:
         def one(name: str) -> str | None:
             return query[name][0] if query.get(name) else None
 
-        try:
-            start = int(one("from") or 0)
-            size = int(one("size") or 100)
-            window = (int(one("start") or 0), int(one("end") or 0))
-        except ValueError:
-            raise _Reject(400, "DLI.0001", "Parameter check error: from, size, start and end are integers") from None
+        start, size = _query_int(query, "from", 0), _query_int(query, "size", 100)
+        window = (_query_int(query, "start", 0), _query_int(query, "end", 0))
         if start < 0 or not 1 <= size <= 1000:
             raise _Reject(400, "DLI.0001", "Parameter check error: from >= 0 and 1 <= size <= 1000")
         now = time.time()
@@ -524,7 +537,7 @@ class DLIEmulator:
             return self._control(method, path, payload)
         match = re.fullmatch(r"/v2\.0/([^/]+)/batches(?:/([^/]+)(?:/(state|log))?)?", path)
         if not match:
-            raise _Reject(404, "DLI.0023", f"No related resources for {method} {path}")
+            raise _Reject(404, "APIGW.0101", "The API does not exist or has not been published in the environment")
         project, batch_id, leaf = match.groups()
         header_project = request.headers.get("X-Project-Id")
         owner = self._authenticate(request, project, body)
@@ -547,28 +560,36 @@ class DLIEmulator:
             return 200, {"id": batch_id, "state": self._job(batch_id).state(now)}, {}
         elif leaf == "log" and method == "GET":
             lines = self._job(batch_id).log_lines(now)
-            start = int((query.get("from") or ["0"])[0] or 0)
-            size = int((query.get("size") or ["100"])[0] or 100)
+            start, size = _query_int(query, "from", 0), _query_int(query, "size", 100)
+            if start < 0 or size < 1:
+                raise _Reject(400, "DLI.0001", "Parameter check error: from >= 0 and size >= 1")
             # The real service sends "from" back as a string at times: clients must cope.
             return (
                 200,
                 {"id": batch_id, "from": str(start), "total": len(lines), "log": lines[start : start + size]},
                 {},
             )
-        raise _Reject(405, "DLI.0023", f"{method} is not supported on {path}")
+        raise _Reject(404, "APIGW.0101", "The API does not exist")  # the gateway's answer to an unknown method
 
     def _control(self, method: str, path: str, payload: Any) -> tuple[int, Any, dict[str, str]]:
         if path == "/_emulator/state" and method == "GET":
             return 200, self.snapshot(), {}
-        if path == "/_emulator/faults" and method == "POST" and isinstance(payload, dict):
-            fault = self.add_fault(**payload)
-            return 200, asdict(fault), {}
-        if path == "/_emulator/jobs" and method == "POST" and isinstance(payload, dict):
-            return 200, {"ids": self.seed_jobs(int(payload.get("count", 1)), payload.get("body"))}, {}
+        try:
+            if path == "/_emulator/faults" and method == "POST" and isinstance(payload, dict):
+                fault = self.add_fault(**payload)
+                return 200, asdict(fault), {}
+            if path == "/_emulator/jobs" and method == "POST" and isinstance(payload, dict):
+                return 200, {"ids": self.seed_jobs(int(payload.get("count", 1)), payload.get("body"))}, {}
+        except (TypeError, ValueError) as error:
+            raise _Reject(400, "DLI.0001", f"Parameter check error: {error}") from None
         if path == "/_emulator/faults" and method == "DELETE":
             self.clear_faults()
             return 200, {}, {}
         raise _Reject(404, "DLI.0023", f"No emulator control endpoint {method} {path}")
+
+
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -587,11 +608,30 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         emulator: DLIEmulator = self.server.emulator  # type: ignore[attr-defined]
         self.record = RequestRecord(time.time(), self.command, urlsplit(self.path).path.rstrip("/"))
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
         if not self.record.path.startswith("/_emulator/"):
             emulator._record(self.record)  # at arrival, so that a slow answer is counted at once
+        try:
+            body = self._read_body()
+        except _Reject as reject:
+            self.close_connection = True  # the rest of the stream cannot be framed: answer, then hang up
+            self._reply(reject.status, {"error_code": reject.code, "error_msg": reject.message}, {})
+            return
         self._answer(emulator, self.record.path, body)
+
+    def _read_body(self) -> bytes:
+        """The body that ``Content-Length`` announces; a 4xx, as the gateway answers, for a malformed one."""
+        lengths = {value.strip() for value in self.headers.get_all("Content-Length") or []}
+        if not lengths:
+            return b""
+        length = lengths.pop()
+        if lengths or not re.fullmatch(r"[0-9]{1,20}", length):
+            raise _Reject(400, "APIGW.0201", "API request error: Content-Length is not a number of bytes")
+        if int(length) > MAX_REQUEST_BODY:
+            raise _Reject(413, "APIGW.0201", "Request entity too large")
+        body = self.rfile.read(int(length))
+        if len(body) < int(length):
+            raise _Reject(400, "APIGW.0201", "API request error: the body is shorter than Content-Length")
+        return body
 
     def _answer(self, emulator: DLIEmulator, path: str, body: bytes) -> None:
         if emulator.latency and not path.startswith("/_emulator/"):
@@ -639,6 +679,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     do_GET = do_POST = do_DELETE = do_PUT = _handle
+
+
+def _query_int(query: Mapping[str, list[str]], name: str, default: int) -> int:
+    """The whole number in query parameter ``name`` (``default`` when absent or blank); else 400 ``DLI.0001``."""
+    raw = (query.get(name) or [""])[0].strip()
+    if not raw:
+        return default
+    if not re.fullmatch(r"-?[0-9]{1,18}", raw):
+        raise _Reject(400, "DLI.0001", f"Parameter check error: {name} must be a whole number")
+    return int(raw)
 
 
 def _json_or_none(body: bytes) -> Any:
