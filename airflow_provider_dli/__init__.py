@@ -9,44 +9,64 @@ __version__ = "0.1.0"
 
 CONN_TYPE = "dli"
 
-# The connection form (Airflow 3.2+ builds it from the provider info, without importing the hook).
+# The connection form. Airflow 3.2+ builds it from the provider info without importing the hook; Airflow 3.1
+# asks the hook (DLIHook.get_connection_form_widgets builds its fields from these same definitions). The form
+# shows an extra field's hints from its schema (``examples`` become suggestions, ``values_display`` labels a
+# choice); placeholders reach only the standard fields. Empty fields are saved as ``null``, which the hook
+# reads as unset.
+AUTH_TYPE_LABELS: dict[str, str] = {
+    "aksk": "Access key (login = AK, password = SK)",
+    "password": "IAM user (login = user name, password = IAM password)",
+    "token": "IAM token (in the 'IAM token' field)",
+}
+
 CONN_FIELDS: dict[str, dict[str, Any]] = {
     "project_id": {
         "label": "Project ID",
-        "description": "The project (region) ID the batch jobs belong to: up to 64 letters and digits.",
+        "description": "The ID (not the name) of the project the batch jobs belong to: 32 hex digits, shown "
+        "under My Credentials > API Credentials in the console.",
         "schema": {"type": ["string", "null"], "pattern": "^[A-Za-z0-9]{1,64}$"},
     },
     "region": {
         "label": "Region",
-        "description": "Derives the endpoints when the host is empty: 'eu-de' (T Cloud Public), "
-        "'cn-north-4', 'ap-southeast-1', 'eu-west-101'... (Huawei Cloud).",
-        "schema": {"type": ["string", "null"]},
+        "description": "Gives the DLI and IAM endpoints when the host is empty: 'eu-de' or 'eu-nl' "
+        "(T Cloud Public), 'cn-north-4', 'ap-southeast-1', 'eu-west-101'... (Huawei Cloud).",
+        "schema": {
+            "type": ["string", "null"],
+            "examples": ["eu-de", "eu-nl", "cn-north-4", "cn-east-3", "ap-southeast-1", "eu-west-101"],
+        },
     },
     "auth_type": {
         "label": "Authentication",
-        "description": "aksk: login = access key ID, password = secret access key. password: IAM user, "
-        "password and domain_name. token: a ready IAM token in 'token'.",
-        "schema": {"type": ["string", "null"], "enum": ["aksk", "password", "token", None], "default": "aksk"},
+        "description": "How the hook signs in: with an access key, as an IAM user, or with a ready IAM token.",
+        "schema": {
+            "type": "string",
+            "enum": list(AUTH_TYPE_LABELS),
+            "values_display": AUTH_TYPE_LABELS,
+            "default": "aksk",
+        },
     },
     "domain_name": {
         "label": "IAM domain (account) name",
-        "description": "For auth_type 'password'.",
+        "description": "For IAM user authentication: the account the user belongs to.",
         "schema": {"type": ["string", "null"]},
     },
     "iam_endpoint": {
         "label": "IAM endpoint URL",
-        "description": "For auth_type 'password' when it cannot be derived from the region, e.g. "
-        "https://iam.eu-nl.otc.t-systems.com.",
-        "schema": {"type": ["string", "null"]},
+        "description": "For IAM user authentication, when the region does not give it.",
+        "schema": {
+            "type": ["string", "null"],
+            "examples": ["https://iam.eu-de.otc.t-systems.com", "https://iam.eu-nl.otc.t-systems.com"],
+        },
     },
     "security_token": {
         "label": "Security token",
-        "description": "For temporary AK/SK credentials; sent as X-Security-Token.",
+        "description": "For temporary access keys only; sent as X-Security-Token.",
         "schema": {"type": ["string", "null"], "format": "password"},
     },
     "token": {
         "label": "IAM token",
-        "description": "For auth_type 'token': a project-scoped IAM token (valid 24 h).",
+        "description": "For IAM token authentication: a project-scoped IAM token (valid 24 h).",
         "schema": {"type": ["string", "null"], "format": "password"},
     },
 }
@@ -58,12 +78,7 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
         "login": "Access key ID / IAM user name",
         "password": "Secret access key / IAM password",
     },
-    "placeholders": {
-        "host": "derived from the region, e.g. https://dli.eu-de.otc.t-systems.com",
-        "project_id": "0123456789abcdef0123456789abcdef",
-        "region": "eu-de",
-        "auth_type": "aksk",
-    },
+    "placeholders": {"host": "from the region, e.g. https://dli.eu-de.otc.t-systems.com"},
 }
 
 

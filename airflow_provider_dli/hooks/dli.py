@@ -7,6 +7,7 @@ the field; secrets are registered with Airflow's secrets masker as soon as they 
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import time
@@ -26,7 +27,7 @@ from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 from urllib3.exceptions import NewConnectionError
 
-from airflow_provider_dli import CONN_TYPE, UI_FIELD_BEHAVIOUR, __version__
+from airflow_provider_dli import CONN_FIELDS, CONN_TYPE, UI_FIELD_BEHAVIOUR, __version__
 from airflow_provider_dli.auth import TOKEN_CACHE, AKSKAuth, TokenAuth, TokenKey
 from airflow_provider_dli.endpoints import dli_endpoint, iam_endpoint
 from airflow_provider_dli.exceptions import DLIAPIError, DLIConnectionError
@@ -43,6 +44,7 @@ MAX_RETRY_AFTER = 60.0
 
 _BATCH_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _PROJECT_ID = re.compile(r"^[A-Za-z0-9]{1,64}$")
+_FORM_TEST_ID = re.compile(r"^[A-Za-z0-9]{8}$")  # airflow.utils.strings.get_random_string()
 
 
 class BulkCancelOutcome(TypedDict):
@@ -139,7 +141,39 @@ class DLIHook(BaseHook):
         self.retry_delay = float(retry_delay)
         self.caller = caller
         self._connection = connection
+        self._connection_label = f"connection {dli_conn_id!r}"
+        """How error messages name the connection."""
         self._environments: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The extra fields of the connection form on Airflow 3.1, which does not read ``conn-fields`` from the
+        provider info: the same fields, built from the same definitions (``CONN_FIELDS``)."""
+        from flask_appbuilder.fieldwidgets import BS3PasswordFieldWidget, BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+        from wtforms import PasswordField, StringField
+        from wtforms.validators import Optional, any_of
+
+        widgets: dict[str, Any] = {}
+        for name, field in CONN_FIELDS.items():
+            schema = field["schema"]
+            secret = schema.get("format") == "password"
+            choices = schema.get("enum")
+            widget = (PasswordField if secret else StringField)(
+                lazy_gettext(field["label"]),
+                validators=[any_of(choices)] if choices else [Optional()],
+                description=field["description"],
+                default=schema.get("default"),
+                widget=BS3PasswordFieldWidget() if secret else BS3TextFieldWidget(),
+            )
+            # Airflow 3.1's api-server turns each field into a Param (``widget.param``) without the hints that
+            # WTForms cannot carry; its UI shows them, so they are added to that Param's schema.
+            hints = {key: schema[key] for key in ("examples", "values_display") if key in schema}
+            param_schema = getattr(getattr(widget, "param", None), "schema", None)
+            if hints and isinstance(param_schema, dict):
+                param_schema.update(hints)
+            widgets[name] = widget
+        return widgets
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -161,7 +195,7 @@ class DLIHook(BaseHook):
                 return None
             return str(value).strip() or None
 
-        where = f"connection {self.dli_conn_id!r}"
+        where = self._connection_label
         project_id = self.project_id_override or option("project_id")
         if not project_id:
             raise ValueError(
@@ -489,11 +523,20 @@ class DLIHook(BaseHook):
 
     def test_connection(self) -> tuple[bool, str]:
         """Read-only check (``GET /batches?size=1``), for the connection form's Test button."""
+        if _is_form_test_id(self.dli_conn_id):
+            self._connection_label = "this connection"
         try:
             self.request("GET", "batches", params={"size": 1})
         except (ValueError, DLIAPIError, DLIConnectionError) as error:
             return False, str(error)
         return True, f"Connected to DLI project {self.project_id}"
+
+
+def _is_form_test_id(conn_id: str) -> bool:
+    """True for the throwaway id under which Airflow's Test button tests a form: 8 random letters and digits,
+    defined only for the test by an ``AIRFLOW_CONN_*`` variable. Naming it would send the user looking for a
+    connection they never made, so errors then say "this connection"."""
+    return bool(_FORM_TEST_ID.match(conn_id)) and f"AIRFLOW_CONN_{conn_id.upper()}" in os.environ
 
 
 LIST_FILTERS = {
