@@ -46,6 +46,10 @@ TERMINAL = frozenset({"success", "dead"})
 CONF_PREFIX = "dli.emulator."
 
 
+_FAULT_CODES = {401: "APIGW.0301", 404: "DLI.0023", 429: "APIGW.0308"}
+"""The error code of an injected fault by status; other 4xx: DLI.0001, 5xx: DLI.0999."""
+
+
 class _Reject(Exception):
     """An error answer: HTTP status and a DLI (or gateway) error body."""
 
@@ -58,9 +62,10 @@ class _Reject(Exception):
 class Fault:
     """A scripted failure for requests whose method and path match (``path`` is a regular expression).
 
-    ``status`` answers with that status (and ``Retry-After`` when given) and a DLI error body, or ``body``
-    as it is (HTML when it starts with ``<``; ``""`` for an empty body); ``drop`` closes the connection
-    without an answer; ``delay`` sleeps first. ``times`` is how many matching requests it hits (None: all).
+    ``status`` answers with that status (and ``Retry-After`` when given) and a DLI error body with
+    ``error_code`` (by default the code DLI or its gateway uses for that status), or ``body`` as it is (HTML
+    when it starts with ``<``; ``""`` for an empty body); ``drop`` closes the connection without an answer;
+    ``delay`` sleeps first. ``times`` is how many matching requests it hits (None: all).
     """
 
     path: str
@@ -70,6 +75,7 @@ class Fault:
     delay: float = 0.0
     drop: bool = False
     body: str | None = None
+    error_code: str | None = None
     times: int | None = 1
     hits: int = 0
 
@@ -649,7 +655,11 @@ class _Handler(BaseHTTPRequestHandler):
                     content_type = "text/html" if fault.body.startswith("<") else "text/plain"
                     self._send(fault.status, fault.body.encode(), content_type, fault_headers)
                 else:
-                    code = "APIGW.0308" if fault.status == 429 else "DLI.0999"
+                    code = (
+                        fault.error_code
+                        or _FAULT_CODES.get(fault.status)
+                        or ("DLI.0999" if fault.status >= 500 else "DLI.0001")
+                    )
                     self._reply(fault.status, {"error_code": code, "error_msg": "injected fault"}, fault_headers)
                 return
         headers: dict[str, str] = {}

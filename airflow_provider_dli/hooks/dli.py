@@ -7,9 +7,11 @@ the field; secrets are registered with Airflow's secrets masker as soon as they 
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import re
+import ssl
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +25,6 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 from airflow.sdk import BaseHook, Connection
 from airflow.sdk.log import mask_secret
-from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 from urllib3.exceptions import NewConnectionError
 
@@ -32,11 +33,12 @@ from airflow_provider_dli.auth import TOKEN_CACHE, AKSKAuth, TokenAuth, TokenKey
 from airflow_provider_dli.endpoints import dli_endpoint, iam_endpoint
 from airflow_provider_dli.exceptions import DLIAPIError, DLIConnectionError
 from airflow_provider_dli.states import LIVE_STATES, TERMINAL_STATES
+from airflow_provider_dli.transport import MAX_RESPONSE_BYTES, DeadlineAdapter, ResponseTooLarge, deadline, read_body
 
 AUTH_TYPES = ("aksk", "password", "token")
 
 DEFAULT_TIMEOUT = (10.0, 60.0)
-"""(connect, read) seconds for every request."""
+"""(connect, read) seconds for every request; an attempt also ends after connect + read seconds in all."""
 MAX_BACKOFF = 30.0
 """Longest sleep between two attempts; with ``retry_limit`` it bounds a call's total time."""
 MAX_RETRY_AFTER = 60.0
@@ -97,11 +99,14 @@ class DLIHook(BaseHook):
         (``aksk``, ``password``, ``token``), ``domain_name``, ``iam_endpoint``, ``security_token``, ``token``.
     :param project_id: overrides the connection's extra ``project_id``.
     :param region: overrides the connection's extra ``region``.
-    :param timeout: seconds, or ``(connect, read)`` seconds, for each request.
+    :param timeout: seconds, or ``(connect, read)`` seconds, for each request. Whatever the server sends
+        (a byte at a time, or nothing), an attempt ends after connect + read seconds in all.
     :param retry_limit: retries after the first attempt, on connection errors, timeouts, 5xx and 429.
         Creating a job is retried only when the request cannot have reached DLI (refused, connect
         timeout, 429), so a retry never submits a job twice.
     :param retry_delay: base of the exponential backoff, in seconds (with jitter, capped at 30 s).
+    :param deadline: seconds from the hook's creation by which every call must end, retries, IAM token
+        and follow-up requests included: ``on_kill`` has 5 s before SIGKILL.
     :param caller: who is calling, e.g. ``dag_id.task_id``; added to the User-Agent so that DLI's audit trail
         (and the emulator) shows which Airflow task submitted or cancelled a job.
     :param connection: the connection, already fetched; triggers fetch it with ``aget_connection`` so that
@@ -124,6 +129,7 @@ class DLIHook(BaseHook):
         retry_delay: float = 1.0,
         caller: str | None = None,
         connection: Connection | None = None,
+        deadline: float | None = None,
     ) -> None:
         super().__init__()
         if isinstance(retry_limit, bool) or not isinstance(retry_limit, int) or retry_limit < 0:
@@ -133,6 +139,10 @@ class DLIHook(BaseHook):
         timeouts = timeout if isinstance(timeout, tuple) else (timeout, timeout)
         if len(timeouts) != 2 or not all(isinstance(t, int | float) and t > 0 for t in timeouts):
             raise ValueError(f"timeout must be seconds > 0, or a (connect, read) pair of them; got {timeout!r}")
+        if deadline is not None and (
+            isinstance(deadline, bool) or not isinstance(deadline, int | float) or deadline <= 0
+        ):
+            raise ValueError(f"deadline must be a number of seconds > 0, or None; got {deadline!r}")
         self.dli_conn_id = dli_conn_id
         self.project_id_override = project_id
         self.region_override = region
@@ -144,6 +154,7 @@ class DLIHook(BaseHook):
         self._connection_label = f"connection {dli_conn_id!r}"
         """How error messages name the connection."""
         self._environments: dict[str, dict[str, Any]] = {}
+        self._ends_at = math.inf if deadline is None else time.monotonic() + deadline
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
@@ -270,7 +281,7 @@ class DLIHook(BaseHook):
         # them once per host instead, a good part of a cancel's client-side cost.
         session.trust_env = False
         # Bulk cancels run requests in parallel: keep enough pooled connections for them.
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=32)
+        adapter = DeadlineAdapter(pool_connections=4, pool_maxsize=32)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         user_agent = f"airflow-provider-dli/{__version__}" + (f" ({self.caller})" if self.caller else "")
@@ -323,39 +334,87 @@ class DLIHook(BaseHook):
         auth: AuthBase | None = None,
         **kwargs: Any,
     ) -> requests.Response:
-        """Send one request, retrying what is safe to retry; return the last response, whatever its status."""
+        """Send one request, retrying what is safe to retry; return the last response, whatever its status.
+
+        Each attempt ends by its deadline (connect + read timeouts, and the hook's ``deadline``). A redirect
+        is an error, never followed: it could turn a cancel into a GET, or carry credentials to another
+        host. An answer larger than any DLI answer can be is an error, not read.
+        """
         for attempt in range(self.retry_limit + 1):
-            last_attempt = attempt == self.retry_limit
+            seconds = min(sum(self.timeout), self._ends_at - time.monotonic())
+            if seconds <= 0:
+                raise DLIConnectionError(f"DLI {method} {url} was not sent: the hook's deadline has passed")
             try:
-                response = self.session.request(
-                    method, url, auth=auth, timeout=self.timeout, **self._environment(url), **kwargs
-                )
-            except requests.RequestException as error:
-                retryable = isinstance(error, requests.ConnectionError | requests.Timeout) and (
-                    idempotent or _never_reached_server(error)
-                )
-                if last_attempt or not retryable:
+                response = self._attempt(method, url, auth, seconds, kwargs)
+            except _AttemptFailed as failed:
+                if not _retryable_error(failed.error, idempotent) or not self._wait_before_retry(
+                    attempt, None, failed.reason
+                ):
                     raise DLIConnectionError(
-                        f"DLI {method} {url} failed after {attempt + 1} attempt(s): {_describe(error)}"
-                    ) from error
-                self._sleep_before_retry(attempt, None, _describe(error))
+                        f"DLI {method} {url} failed after {attempt + 1} attempt(s): {failed.reason}"
+                    ) from failed.error
                 continue
             status = response.status_code
-            retryable = status == 429 or (status >= 500 and idempotent)
-            if last_attempt or not retryable:
+            if 300 <= status < 400:
+                raise _redirect_error(response, method, url)
+            if not _retryable_response(response, idempotent) or not self._wait_before_retry(
+                attempt, response.headers.get("Retry-After"), f"HTTP {status}"
+            ):
                 return response
-            self._sleep_before_retry(attempt, response.headers.get("Retry-After"), f"HTTP {status}")
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _sleep_before_retry(self, attempt: int, retry_after: str | None, reason: str) -> None:
+    def _attempt(
+        self, method: str, url: str, auth: AuthBase | None, seconds: float, kwargs: dict[str, Any]
+    ) -> requests.Response:
+        """One attempt that ends within ``seconds`` whatever the server does: the response, its body read."""
+        # Preparing runs the auth (signing, or fetching an IAM token with its own attempts) outside this
+        # attempt's deadline; each attempt signs afresh.
+        prepared = self.session.prepare_request(requests.Request(method, url, auth=auth, **kwargs))
+        connect, read = (min(limit, seconds) for limit in self.timeout)
+        with deadline(seconds) as guard:
+            try:
+                response = self.session.send(
+                    prepared,
+                    timeout=(connect, read),
+                    allow_redirects=False,
+                    stream=True,
+                    **self._environment(url),
+                )
+                read_body(response)
+                if guard.fired:  # http.client takes a connection shut mid-headers for their end: no answer
+                    raise requests.Timeout("the deadline passed while the answer was read")
+            except requests.RequestException as error:
+                reason = (
+                    f"no complete answer within {seconds:g} s (the deadline of one attempt)"
+                    if guard.fired
+                    else _describe(error)
+                )
+                raise _AttemptFailed(error, reason) from error
+            except ResponseTooLarge as too_large:
+                declared = f" (Content-Length: {too_large.size})" if too_large.declared else ""
+                raise DLIAPIError(
+                    f"DLI {method} {url} failed: HTTP {response.status_code}: the answer is larger than "
+                    f"{MAX_RESPONSE_BYTES // 2**20} MiB{declared}, far more than any DLI answer; it was not read",
+                    status_code=response.status_code,
+                    request_id=response.headers.get("X-Request-Id"),
+                ) from None
+        return response
+
+    def _wait_before_retry(self, attempt: int, retry_after: str | None, reason: str) -> bool:
+        """Sleep before retry ``attempt + 1``; False (no sleep) when no retry is left or time is out."""
+        if attempt >= self.retry_limit:
+            return False
         delay = _retry_after_seconds(retry_after)
         if delay is None:
             ceiling = min(MAX_BACKOFF, self.retry_delay * 2**attempt)
             delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
+        if time.monotonic() + delay >= self._ends_at:
+            return False
         self.log.warning(
             "DLI request failed (%s); retry %d of %d in %.1f s", reason, attempt + 1, self.retry_limit, delay
         )
         time.sleep(delay)
+        return True
 
     def request(
         self,
@@ -588,6 +647,72 @@ def _url_from_host(host: str, port: int | None) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+class _AttemptFailed(Exception):
+    """An attempt that got no (complete) answer; ``reason`` says why in words."""
+
+    def __init__(self, error: requests.RequestException, reason: str) -> None:
+        super().__init__(reason)
+        self.error, self.reason = error, reason
+
+
+def _retryable_error(error: requests.RequestException, idempotent: bool) -> bool:
+    """A failure without an answer is retried when it may heal, and for a submit only when DLI cannot
+    have received the request (a retry must never submit a job twice)."""
+    if _caused_by(error, ssl.SSLCertVerificationError):
+        return False  # a certificate that fails verification does not heal by asking again
+    if not isinstance(error, requests.ConnectionError | requests.Timeout | requests.exceptions.ChunkedEncodingError):
+        return False
+    return idempotent or _never_reached_server(error)
+
+
+def _retryable_response(response: requests.Response, idempotent: bool) -> bool:
+    """429 always (DLI did not act on it); 5xx and DLI's own server error ``DLI.0999``, which DLI
+    documents as HTTP 400, for idempotent calls only."""
+    status = response.status_code
+    if status == 429:
+        return True
+    if not idempotent:
+        return False
+    return status >= 500 or (status == 400 and _error_code(response) == "DLI.0999")
+
+
+def _error_code(response: requests.Response) -> str | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return str(body.get("error_code")) if isinstance(body, dict) and body.get("error_code") else None
+
+
+def _redirect_error(response: requests.Response, method: str, url: str) -> DLIAPIError:
+    location = response.headers.get("Location") or "nowhere (no Location header)"
+    shown = location if len(location) <= 200 else location[:197] + "..."
+    return DLIAPIError(
+        f"DLI {method} {url} failed: HTTP {response.status_code}: redirected to {shown}. Redirects are never "
+        "followed (one could turn a cancel into a GET, or carry credentials to another host); if that "
+        "address is the right endpoint, set it in the connection",
+        status_code=response.status_code,
+        error_msg=f"redirected to {shown}",
+        request_id=response.headers.get("X-Request-Id"),
+    )
+
+
+def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
+    """True when ``kind`` is anywhere among the causes: ``reason`` (urllib3), arguments (requests wraps
+    urllib3's errors in its own), ``__cause__`` and ``__context__``."""
+    pending: list[object] = [error]
+    seen: set[int] = set()
+    while pending:
+        cause = pending.pop()
+        if not isinstance(cause, BaseException) or id(cause) in seen:
+            continue
+        if isinstance(cause, kind):
+            return True
+        seen.add(id(cause))
+        pending += [getattr(cause, "reason", None), cause.__cause__, cause.__context__, *cause.args]
+    return False
+
+
 def _never_reached_server(error: requests.RequestException) -> bool:
     """True when the request cannot have been received: refused, unresolvable, or a connect timeout."""
     if isinstance(error, requests.ConnectTimeout):
@@ -617,6 +742,8 @@ def _retry_after_seconds(value: str | None) -> float | None:
             seconds = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
         except (TypeError, ValueError):
             return None
+    if not math.isfinite(seconds):
+        return None  # "NaN" or "inf" is no delay: back off as without the header
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 

@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 XCOM_BATCH_ID = "dli_batch_id"
 """The XCom key under which the submit operator pushes the job's id the moment the job exists."""
 
-# SIGTERM gives a task 5 s before SIGKILL: the cancel in on_kill must fit in that, retries included.
-ON_KILL_HOOK_OPTIONS: dict[str, Any] = {"timeout": (1.0, 2.0), "retry_limit": 0}
+# SIGTERM gives a task 5 s before SIGKILL: the cancel in on_kill must fit in that whatever the server does
+# (an attempt ends after connect + read timeouts in all; every request of the call ends within the deadline).
+ON_KILL_HOOK_OPTIONS: dict[str, Any] = {"timeout": (1.0, 2.0), "retry_limit": 0, "deadline": 4.0}
 
 _MEMORY = re.compile(r"^[1-9]\d*[MmGg]$")
 _SC_TYPES = ("A", "B", "C")
