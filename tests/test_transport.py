@@ -5,7 +5,9 @@ server: the emulator, or a HostileServer that writes answers byte by byte."""
 from __future__ import annotations
 
 import json
+import re
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -214,3 +216,80 @@ def test_retry_after_that_is_not_finite_is_ignored(
     outcomes = hook.cancel_batches(ids, max_workers=4)
     assert [outcome["outcome"] for outcome in outcomes] == ["cancelled"] * 5
     assert {dli_emulator.state_of(batch_id) for batch_id in ids} == {"dead"}
+
+
+# 8. Paging: stop on a short page, whatever 'total' means; survive a server that ignores 'from'
+
+JOBS = [{"id": f"{n:08x}-d9d9-45da-a52a-3b3c7a3d809e", "state": "running", "name": f"job{n}"} for n in range(5)]
+
+
+def job_list(pages: Any) -> Any:
+    """Answers GET /batches with ``pages(from, size)`` -> the page's JSON object."""
+
+    def answer(server: HostileServer, request: Received, conn: socket.socket) -> None:
+        query = dict(part.split("=", 1) for part in request.path.partition("?")[2].split("&") if part)
+        body = json.dumps(pages(int(query.get("from", 0)), int(query.get("size", 100)))).encode()
+        reply(200, body)(server, request, conn)
+
+    return answer
+
+
+@pytest.mark.parametrize(
+    "total",
+    [
+        pytest.param(lambda page: len(page), id="total-counts-the-page"),
+        pytest.param(lambda page: len(JOBS), id="total-counts-every-job"),
+        pytest.param(lambda page: None, id="no-total"),
+    ],
+)
+def test_paging_reads_every_job_whatever_total_means(make_hook: MakeHook, total: Any) -> None:
+    def pages(start: int, size: int) -> dict[str, Any]:
+        page = JOBS[start : start + size]
+        return {"from": start, "total": total(page), "sessions": page}
+
+    with HostileServer(job_list(pages)) as server:
+        listed = [batch["id"] for batch in make_hook(aksk_connection(server.url)).list_batches(page_size=2)]
+    assert listed == [job["id"] for job in JOBS]
+    assert len(server.received) == 3  # 2 + 2 + 1: the short page is the last
+
+
+def test_paging_stops_when_the_server_ignores_from(make_hook: MakeHook) -> None:
+    with HostileServer(job_list(lambda start, size: {"total": 1000, "sessions": JOBS[:size]})) as server:
+        listed = [batch["id"] for batch in make_hook(aksk_connection(server.url)).list_batches(page_size=2)]
+    assert listed == [job["id"] for job in JOBS[:2]]
+    assert len(server.received) == 2  # the same jobs again: stop, not 500 requests
+
+
+@pytest.mark.parametrize(
+    ("page", "problem"),
+    [
+        ({"total": "abc", "sessions": JOBS}, "'total' is not a count: 'abc'"),
+        ({"total": 5, "sessions": {"id": "x"}}, "'sessions' is not a list but dict"),
+        ({"total": 5, "sessions": [1, 2]}, "a job without a string 'id': 1"),
+        ({"total": 5, "sessions": [{"id": 7}]}, "a job without a string 'id'"),
+    ],
+)
+def test_a_malformed_page_is_a_dli_api_error(make_hook: MakeHook, page: dict[str, Any], problem: str) -> None:
+    with HostileServer(job_list(lambda start, size: page)) as server:
+        hook = make_hook(aksk_connection(server.url))
+        with pytest.raises(DLIAPIError, match=r"malformed page: " + re.escape(problem)):
+            list(hook.list_batches())
+
+
+# 15. The Test button answers within about 10 s
+
+
+def test_test_connection_answers_soon_when_the_server_never_does(make_hook: MakeHook) -> None:
+    test_over = threading.Event()
+
+    def silent(server: HostileServer, request: Received, conn: socket.socket) -> None:
+        test_over.wait(60)
+
+    with HostileServer(silent) as server:
+        try:
+            ok, message = make_hook(aksk_connection(server.url)).test_connection()
+        finally:
+            test_over.set()
+    assert not ok
+    assert "failed after 1 attempt(s): ReadTimeout" in message  # after 5 s, not 4 attempts of 60 s
+    assert len(server.received) == 1  # no retries

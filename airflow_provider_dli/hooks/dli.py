@@ -39,6 +39,8 @@ AUTH_TYPES = ("aksk", "password", "token")
 
 DEFAULT_TIMEOUT = (10.0, 60.0)
 """(connect, read) seconds for every request; an attempt also ends after connect + read seconds in all."""
+TEST_CONNECTION_OPTIONS: dict[str, Any] = {"timeout": (3.0, 5.0), "retry_limit": 0, "deadline": 10.0}
+"""What the connection form's Test button gets: a person waits for its answer."""
 MAX_BACKOFF = 30.0
 """Longest sleep between two attempts; with ``retry_limit`` it bounds a call's total time."""
 MAX_RETRY_AFTER = 60.0
@@ -501,19 +503,28 @@ class DLIHook(BaseHook):
         return self._pages(params, page_size)
 
     def _pages(self, params: dict[str, Any], page_size: int) -> Iterator[dict[str, Any]]:
+        """Pages until a short or empty one. ``total`` is not trusted to stop: vendors disagree on whether it
+        counts every matching job or the jobs of the page (the vendor's Terraform provider ignores it)."""
         seen: set[str] = set()
         start = 0
         while True:
             page = self.request("GET", "batches", params={**params, "from": start, "size": page_size})
-            sessions = page.get("sessions") or []
-            for batch in sessions:
-                # Jobs created while paging shift the pages: a job may show up twice.
-                if batch.get("id") not in seen:
-                    seen.add(batch.get("id"))
-                    yield batch
-            start += len(sessions)
-            if not sessions or start >= int(page.get("total") or 0):
+            sessions = _page_sessions(page, start)
+            # Jobs created while paging shift the pages: a job may show up twice.
+            new = [batch for batch in sessions if batch["id"] not in seen]
+            for batch in new:
+                seen.add(batch["id"])
+                yield batch
+            if len(sessions) < page_size:
                 return
+            if not new:
+                self.log.warning(
+                    "DLI answered the job list's page from=%d with jobs already listed: stopping here, since "
+                    "the server seems to ignore 'from'",
+                    start,
+                )
+                return
+            start += len(sessions)
 
     def cancel_batch(self, batch_id: str) -> CancelResult:
         """Cancel the job (``DELETE /batches/{batch_id}``); idempotent.
@@ -581,14 +592,52 @@ class DLIHook(BaseHook):
         return outcomes
 
     def test_connection(self) -> tuple[bool, str]:
-        """Read-only check (``GET /batches?size=1``), for the connection form's Test button."""
-        if _is_form_test_id(self.dli_conn_id):
-            self._connection_label = "this connection"
+        """Read-only check (``GET /batches?size=1``), for the connection form's Test button.
+
+        A person is waiting: one attempt with short timeouts, the IAM token included, answered within
+        about 10 s even by an endpoint that accepts connections and never answers.
+        """
+        probe = DLIHook(
+            self.dli_conn_id,
+            project_id=self.project_id_override,
+            region=self.region_override,
+            caller=self.caller,
+            connection=self._connection,
+            **TEST_CONNECTION_OPTIONS,
+        )
+        probe._connection_label = "this connection" if _is_form_test_id(self.dli_conn_id) else self._connection_label
         try:
-            self.request("GET", "batches", params={"size": 1})
+            probe.request("GET", "batches", params={"size": 1})
         except (ValueError, DLIAPIError, DLIConnectionError) as error:
             return False, str(error)
-        return True, f"Connected to DLI project {self.project_id}"
+        return True, f"Connected to DLI project {probe.project_id}"
+
+
+def _page_sessions(page: dict[str, Any], start: int) -> list[dict[str, Any]]:
+    """The batch objects of one page of the job list, each with a string ``id``; DLIAPIError if malformed."""
+
+    def malformed(problem: str) -> DLIAPIError:
+        return DLIAPIError(
+            f"DLI answered the job list (from={start}) with a malformed page: {problem}",
+            status_code=200,
+            error_msg=problem,
+        )
+
+    total = page.get("total")
+    if total is not None and not (
+        (isinstance(total, int) and not isinstance(total, bool) and total >= 0)
+        or (isinstance(total, str) and total.isdigit())
+    ):
+        raise malformed(f"'total' is not a count: {str(total)[:50]!r}")
+    sessions = page.get("sessions")
+    if sessions is None:
+        return []
+    if not isinstance(sessions, list):
+        raise malformed(f"'sessions' is not a list but {type(sessions).__name__}")
+    for batch in sessions:
+        if not isinstance(batch, dict) or not isinstance(batch.get("id"), str):
+            raise malformed(f"a job without a string 'id': {str(batch)[:80]}")
+    return sessions
 
 
 def _is_form_test_id(conn_id: str) -> bool:
