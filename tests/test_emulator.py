@@ -34,6 +34,7 @@ from airflow_provider_dli.emulator import (
     DLIEmulator,
 )
 from airflow_provider_dli.hooks.dli import DLIHook
+from tests.airflow_cli import AIRFLOW, AirflowHome
 from tests.conftest import SUBMIT_BODY, wait_until
 
 BATCHES = f"/v2.0/{DEFAULT_PROJECT_ID}/batches"
@@ -456,3 +457,42 @@ def test_loopback_hosts_need_no_flag(host: str) -> None:
 
     assert is_loopback(host)
     assert not any(is_loopback(other) for other in ("0.0.0.0", "::", ""))  # noqa: S104
+
+
+def test_help_explains_every_option_in_plain_text() -> None:
+    from airflow_provider_dli.emulator.__main__ import build_parser
+
+    usage = subprocess.run(
+        [str(Path(sys.executable).with_name("dli-emulator")), "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "`" not in usage  # no reStructuredText (or Markdown) markup in a terminal
+    options = [action for action in build_parser()._actions if action.option_strings]
+    assert {"--access-key", "--secret-key", "--project-id"} <= {o for a in options for o in a.option_strings}
+    undocumented = [action.option_strings for action in options if not action.help]
+    assert not undocumented
+
+
+def test_the_printed_connection_line_works_when_pasted_into_a_shell(airflow_home: AirflowHome, tmp_path: Path) -> None:
+    """What a user does: start the emulator, paste its line, ``airflow connections test dli_default``."""
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("dli-emulator")), "--port", "0"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        process.stdout.readline()
+        line = process.stdout.readline().strip()
+        assert line.startswith("export AIRFLOW_CONN_DLI_DEFAULT=")
+        env = airflow_home.env(tmp_path, None, AIRFLOW__CORE__TEST_CONNECTION="Enabled")
+        pasted = subprocess.run(
+            ["bash", "-c", f"{line}\n{AIRFLOW} connections test dli_default"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert pasted.returncode == 0, pasted.stdout[-2000:] + pasted.stderr[-2000:]
+        assert "Connection success!" in pasted.stdout
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)

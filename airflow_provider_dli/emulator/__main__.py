@@ -1,10 +1,12 @@
-"""``dli-emulator`` / ``python -m airflow_provider_dli.emulator``: serve a local DLI until SIGINT or SIGTERM."""
+"""dli-emulator (or python -m airflow_provider_dli.emulator): serve a local Data Lake Insight (DLI) API for
+offline DAG runs and tests, until Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
 import json
+import shlex
 import signal
 import socket
 import sys
@@ -37,8 +39,12 @@ def is_loopback(host: str) -> bool:
     return all(ipaddress.ip_address(str(address).split("%")[0]).is_loopback for address in addresses)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="dli-emulator", description=__doc__)
+EPILOG = """On start it prints its URL and a line "export AIRFLOW_CONN_DLI_DEFAULT=...": paste that line into the
+shell that runs Airflow, and the connection dli_default points at the emulator."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dli-emulator", description=__doc__, epilog=EPILOG)
     parser.add_argument(
         "--host",
         default="127.0.0.1",
@@ -49,18 +55,53 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="allow a non-loopback --host such as 0.0.0.0: the /_emulator/* control endpoints have no authentication",
     )
-    parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default)")
-    parser.add_argument("--access-key", default=DEFAULT_ACCESS_KEY)
-    parser.add_argument("--secret-key", default=DEFAULT_SECRET_KEY)
-    parser.add_argument("--project-id", default=DEFAULT_PROJECT_ID)
+    parser.add_argument("--port", type=int, default=0, help="port to listen on; 0 (the default) picks a free one")
+    parser.add_argument(
+        "--access-key",
+        metavar="AK",
+        default=DEFAULT_ACCESS_KEY,
+        help="the access key ID that AK/SK-signed requests must use (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--secret-key",
+        metavar="SK",
+        default=DEFAULT_SECRET_KEY,
+        help="the secret access key that signatures are checked with (default: a fixed test key)",
+    )
+    parser.add_argument(
+        "--project-id",
+        metavar="ID",
+        default=DEFAULT_PROJECT_ID,
+        help="the only project ID the API accepts in its paths and IAM token scopes (default: %(default)s)",
+    )
     parser.add_argument(
         "--user",
+        metavar="DOMAIN/NAME:PASSWORD",
         default=f"{DEFAULT_DOMAIN}/{DEFAULT_USER}:{DEFAULT_PASSWORD}",
-        help="IAM user accepted by POST /v3/auth/tokens, as DOMAIN/NAME:PASSWORD",
+        help="the IAM user that POST /v3/auth/tokens accepts (default: %(default)s)",
     )
-    parser.add_argument("--starting-seconds", type=float, default=1.0, help="how long a job stays 'starting'")
-    parser.add_argument("--running-seconds", type=float, default=5.0, help="how long a job stays 'running'")
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every API request")
+    parser.add_argument(
+        "--starting-seconds",
+        metavar="S",
+        type=float,
+        default=1.0,
+        help="how long a new job stays 'starting' (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--running-seconds",
+        metavar="S",
+        type=float,
+        default=5.0,
+        help="how long a job then stays 'running' before it ends 'success' (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--latency", metavar="S", type=float, default=0.0, help="seconds added to every API request (default: 0)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     domain_user, _, password = args.user.partition(":")
     domain, _, user = domain_user.partition("/")
@@ -94,7 +135,8 @@ def main(argv: list[str] | None = None) -> None:
         if exposed:
             print(EXPOSED_WARNING.format(host=args.host), file=sys.stderr, flush=True)
         print(f"DLI emulator listening on {emulator.url} (project {args.project_id})", flush=True)
-        print(f"AIRFLOW_CONN_DLI_DEFAULT='{json.dumps(emulator.connection())}'", flush=True)
+        # A line that works when pasted into a shell: without export, airflow would not see it.
+        print(f"export AIRFLOW_CONN_DLI_DEFAULT={shlex.quote(json.dumps(emulator.connection()))}", flush=True)
         stop.wait()
     print("DLI emulator stopped", flush=True)
 

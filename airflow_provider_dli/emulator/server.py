@@ -263,7 +263,8 @@ class DLIEmulator:
         self.stop()
 
     def connection(self, *, auth_type: str = "aksk", conn_id: str = "dli_default") -> dict[str, Any]:
-        """An Airflow connection (``AIRFLOW_CONN_...`` JSON form) that points at this emulator."""
+        """An Airflow connection that points at this emulator, as a dict: ``json.dumps`` of it is an
+        ``AIRFLOW_CONN_...`` value."""
         extra: dict[str, Any] = {"project_id": self.project_id}
         if auth_type == "aksk":
             login, password = next(iter(self.access_keys.items()))
