@@ -59,6 +59,12 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
             "examples": ["https://iam.eu-de.otc.t-systems.com", "https://iam.eu-nl.otc.t-systems.com"],
         },
     },
+    "token_cache": {
+        "label": "IAM token cache",
+        "description": "For auth_type 'password'. disk (default): one token shared by this machine's processes, "
+        "in a private folder ([dli] token_cache_path). memory: each process logs in for itself.",
+        "schema": {"type": ["string", "null"], "enum": ["disk", "memory", None], "default": "disk"},
+    },
     "security_token": {
         "label": "Security token",
         "description": "For temporary access keys only; sent as X-Security-Token.",
@@ -103,6 +109,32 @@ def get_provider_info() -> dict[str, Any]:
         "sensors": [{"integration-name": integration, "python-modules": ["airflow_provider_dli.sensors.dli"]}],
         "triggers": [{"integration-name": integration, "python-modules": ["airflow_provider_dli.triggers.dli"]}],
         "notifications": ["airflow_provider_dli.notifications.dli.DLICancelBatchNotifier"],
+        "config": {
+            "dli": {
+                "description": "The DLI provider: where password authentication keeps its IAM tokens.",
+                "options": {
+                    "token_cache": {
+                        "description": "disk: share one IAM token per connection between this machine's "
+                        "processes (every Airflow task runs in a process of its own), through files in "
+                        "token_cache_path. memory: keep tokens in each process only. A connection's extra "
+                        "'token_cache' can also choose memory.\n",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "memory",
+                        "default": "disk",
+                    },
+                    "token_cache_path": {
+                        "description": "An absolute path to the private folder (mode 700) of the token files. "
+                        "Empty: ~/.cache/airflow-provider-dli/iam-tokens ($XDG_CACHE_HOME on Linux, "
+                        "~/Library/Caches on macOS).\n",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "/var/cache/airflow/dli-tokens",
+                        "default": "",
+                    },
+                },
+            }
+        },
         "connection-types": [
             {
                 "connection-type": CONN_TYPE,

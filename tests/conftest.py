@@ -9,6 +9,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,10 +17,12 @@ import pytest
 # Airflow reads its home at import time: keep the tests away from ~/airflow.
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="dli-test-airflow-home-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+# ... and every process they start away from the user's IAM token cache (each test gets its own folder below).
+os.environ["AIRFLOW__DLI__TOKEN_CACHE_PATH"] = tempfile.mkdtemp(prefix="dli-test-tokens-")
 
-from airflow_provider_dli.auth import TOKEN_CACHE
 from airflow_provider_dli.emulator import DLIEmulator
 from airflow_provider_dli.hooks.dli import DLIHook
+from airflow_provider_dli.token_store import TOKEN_STORE
 from tests.airflow_cli import AirflowHome, migrated_home
 
 SUBMIT_BODY = {"file": "obs://bucket/jobs/app.jar", "className": "com.example.App", "queue": "etl"}
@@ -39,10 +42,14 @@ def dli_emulator() -> Iterator[DLIEmulator]:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_token_cache() -> Iterator[None]:
-    TOKEN_CACHE.clear()
-    yield
-    TOKEN_CACHE.clear()
+def token_folder(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Each test's own IAM token folder (for the hooks and the processes it starts) and an empty in-process cache:
+    no test shares a token with another one, or with the user's real cache."""
+    folder = tmp_path_factory.mktemp("tokens") / "iam-tokens"
+    monkeypatch.setenv("AIRFLOW__DLI__TOKEN_CACHE_PATH", str(folder))
+    TOKEN_STORE.clear()
+    yield folder
+    TOKEN_STORE.clear()
 
 
 def wait_until(condition: Callable[[], object], what: str, timeout: float = 240.0) -> None:

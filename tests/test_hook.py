@@ -110,8 +110,7 @@ def test_endpoints_from_region(make_hook: MakeHook, region: str, dli: str, iam: 
         }
     )
     assert hook.settings.base_url == f"{dli}/v2.0/p1"
-    assert hook.settings.token_key is not None
-    assert hook.settings.token_key[0] == iam
+    assert hook.settings.iam_endpoint == iam
 
 
 def test_host_without_scheme_and_port_field(make_hook: MakeHook) -> None:

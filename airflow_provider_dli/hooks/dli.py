@@ -13,12 +13,13 @@ import random
 import re
 import ssl
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Literal, TypedDict
 from urllib.parse import urlsplit, urlunsplit
 
@@ -29,13 +30,17 @@ from requests.auth import AuthBase
 from urllib3.exceptions import NewConnectionError
 
 from airflow_provider_dli import CONN_FIELDS, CONN_TYPE, UI_FIELD_BEHAVIOUR, __version__
-from airflow_provider_dli.auth import TOKEN_CACHE, AKSKAuth, TokenAuth, TokenKey
+from airflow_provider_dli._compat import conf
+from airflow_provider_dli.auth import AKSKAuth, TokenAuth
 from airflow_provider_dli.endpoints import dli_endpoint, iam_endpoint
 from airflow_provider_dli.exceptions import DLIAPIError, DLIConnectionError
 from airflow_provider_dli.states import LIVE_STATES, TERMINAL_STATES
+from airflow_provider_dli.token_store import TOKEN_STORE, TokenFolder, TokenSource, token_key
 from airflow_provider_dli.transport import MAX_RESPONSE_BYTES, DeadlineAdapter, ResponseTooLarge, deadline, read_body
 
 AUTH_TYPES = ("aksk", "password", "token")
+TOKEN_CACHES = ("disk", "memory")
+"""Where password auth keeps its IAM token: shared by the machine's processes, or in each process only."""
 
 DEFAULT_TIMEOUT = (10.0, 60.0)
 """(connect, read) seconds for every request; an attempt also ends after connect + read seconds in all."""
@@ -90,7 +95,8 @@ class _Settings:
     base_url: str  # https://dli.../v2.0/{project_id}
     project_id: str
     auth: AuthBase
-    token_key: TokenKey | None  # password auth: the token to drop and fetch again on a 401
+    iam_endpoint: str | None  # password auth only
+    tokens: TokenSource | None  # password auth: the token to drop and fetch again on a 401
 
 
 class DLIHook(BaseHook):
@@ -232,7 +238,8 @@ class DLIHook(BaseHook):
             )
 
         auth_type = (option("auth_type") or "aksk").lower()
-        token_key: TokenKey | None = None
+        iam_url: str | None = None
+        tokens: TokenSource | None = None
         auth: AuthBase
         if auth_type == "aksk":
             if not conn.login or not conn.password:
@@ -260,8 +267,13 @@ class DLIHook(BaseHook):
             else:
                 raise ValueError(f"auth_type 'password' needs the extra 'iam_endpoint' or 'region' of {where}")
             mask_secret(conn.password)
-            token_key = (iam_url, domain, conn.login, project_id)
-            auth = self._iam_token_auth(token_key, conn.password)
+            tokens = TokenSource(
+                token_key(iam_url, domain, conn.login, project_id, conn.password),
+                self._iam_token_fetch(iam_url, domain, conn.login, project_id, conn.password),
+                _token_folder(option("token_cache"), where),
+                self._lock_wait,
+            )
+            auth = TokenAuth(tokens.token)
         elif auth_type == "token":
             token = option("token")
             if not token:
@@ -270,7 +282,7 @@ class DLIHook(BaseHook):
             auth = TokenAuth(lambda: token)
         else:
             raise ValueError(f"the extra 'auth_type' of {where} must be one of {AUTH_TYPES}; got {auth_type!r}")
-        return _Settings(f"{endpoint}/v2.0/{project_id}", project_id, auth, token_key)
+        return _Settings(f"{endpoint}/v2.0/{project_id}", project_id, auth, iam_url, tokens)
 
     @property
     def project_id(self) -> str:
@@ -301,8 +313,10 @@ class DLIHook(BaseHook):
             self._environments[host] = settings
         return settings
 
-    def _iam_token_auth(self, key: TokenKey, password: str) -> TokenAuth:
-        iam_url, domain, user, project_id = key
+    def _iam_token_fetch(
+        self, iam_url: str, domain: str, user: str, project_id: str, password: str
+    ) -> Callable[[], tuple[str, float]]:
+        """Log in to IAM: ``fetch() -> (project-scoped token, seconds it is valid)``."""
         body = {
             "auth": {
                 "identity": {
@@ -323,7 +337,11 @@ class DLIHook(BaseHook):
             mask_secret(token)
             return token, _token_lifetime(response)
 
-        return TokenAuth(lambda: TOKEN_CACHE.get(key, fetch))
+        return fetch
+
+    def _lock_wait(self) -> float:
+        """How long to wait for another process's IAM login: about one attempt, and never past the deadline."""
+        return max(0.0, min(sum(self.timeout), self._ends_at - time.monotonic()))
 
     # HTTP: one request, retried
 
@@ -433,9 +451,10 @@ class DLIHook(BaseHook):
         headers = {"X-Project-Id": settings.project_id}
         kwargs: dict[str, Any] = {"params": params, "json": json, "headers": headers}
         response = self._send(method, url, idempotent=idempotent, auth=settings.auth, **kwargs)
-        if response.status_code == 401 and settings.token_key:
-            # The cached IAM token was revoked or expired early: fetch a new one, once.
-            TOKEN_CACHE.invalidate(settings.token_key, response.request.headers.get("X-Auth-Token", ""))
+        tokens = settings.tokens
+        if response.status_code == 401 and tokens and tokens.refused(response.request.headers.get("X-Auth-Token", "")):
+            # The IAM token was revoked or expired early: send once more with a new one (at most one new
+            # token per refused token, so a 401 that a new token does not cure costs no login per request).
             response = self._send(method, url, idempotent=idempotent, auth=settings.auth, **kwargs)
         if not 200 <= response.status_code < 300:
             raise _api_error(response, method, url)
@@ -684,6 +703,28 @@ def _list_params(filters: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f"filter {name!r} must be a non-empty string; got {value!r}")
         params[LIST_FILTERS[name]] = value
     return params
+
+
+def _token_folder(extra: str | None, where: str) -> TokenFolder | None:
+    """The folder that shares IAM tokens between processes; None when the extra or Airflow's config turns it off."""
+    configured = conf.get("dli", "token_cache", fallback="disk").strip().lower() or "disk"
+    if configured not in TOKEN_CACHES:
+        raise ValueError(
+            f"Airflow's option [dli] token_cache (AIRFLOW__DLI__TOKEN_CACHE) must be one of {TOKEN_CACHES}; "
+            f"got {configured!r}"
+        )
+    chosen = (extra or "disk").lower()
+    if chosen not in TOKEN_CACHES:
+        raise ValueError(f"the extra 'token_cache' of {where} must be one of {TOKEN_CACHES}; got {extra!r}")
+    if "memory" in (configured, chosen):
+        return None
+    path = conf.get("dli", "token_cache_path", fallback="").strip()
+    if path and not Path(path).expanduser().is_absolute():
+        raise ValueError(
+            f"Airflow's option [dli] token_cache_path (AIRFLOW__DLI__TOKEN_CACHE_PATH) must be an absolute path; "
+            f"got {path!r}"
+        )
+    return TOKEN_STORE.folder(Path(path) if path else None)
 
 
 def _url_from_host(host: str, port: int | None) -> str:
