@@ -16,10 +16,15 @@ except ImportError:  # Airflow 3.1
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ResumableJobMixin
+
+    RETRIES_RECONNECT: bool
 else:
     try:
         from airflow.sdk import ResumableJobMixin
+
+        RETRIES_RECONNECT = True
     except ImportError:  # Airflow < 3.3 has no task_state_store to remember a job across tries
+        RETRIES_RECONNECT = False
 
         class ResumableJobMixin:
             """Same interface as Airflow 3.3's mixin, without reconnection: a retry submits a new job."""
@@ -36,4 +41,4 @@ else:
                 return self.get_job_result(external_id, context)
 
 
-__all__ = ["AirflowFailException", "ResumableJobMixin", "conf"]
+__all__ = ["RETRIES_RECONNECT", "AirflowFailException", "ResumableJobMixin", "conf"]

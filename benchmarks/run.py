@@ -32,6 +32,7 @@ IMPORT_RUNS = 15
 CALLS = 1000
 ROUNDS = 5  # the calls of each contender are split into rounds, interleaved, so drift hits all alike
 BULK_JOBS = 500
+SEED = {"file": "obs://emulator/seed.jar", "className": "Seed", "name": "seed"}
 LATENCY = 0.020
 
 os.environ.setdefault("AIRFLOW_HOME", str(OUT / "airflow-home"))
@@ -292,6 +293,119 @@ def bench_bulk(rows: list[Row]) -> None:
     rows.append(Row("  peak memory of the concurrent cancel", f"{concurrent_kib:.0f} KiB", "", "", "", None))
 
 
+# 5. One orphan sweep of a project with 10,000 jobs in its history, 1,000 of them live
+
+SWEEP_HISTORY = 10_000
+SWEEP_LIVE = 1_000
+SWEEP_DAGS = 50  # the live jobs' owners: 50 DAGs x 20 runs, one submit task each
+SWEEP_ORPHANS = 100  # owners whose task failed
+
+
+class AirflowAnswers:
+    """What Airflow's execution API answers the sweeper's Task SDK calls with, from a table: this figure
+    measures the sweep's DLI side and its own work; each call is counted (on a worker, each is one request
+    from the supervisor to the API server)."""
+
+    def __init__(self, task_states: dict[str, dict[str, dict[str, str]]]) -> None:
+        self.states = task_states
+        self.calls = 0
+
+    def get_task_states(
+        self,
+        dag_id: str,
+        *,
+        map_index: int | None = None,
+        task_ids: list[str] | None = None,
+        run_ids: list[str] | None = None,
+    ) -> dict[str, Any]:
+        self.calls += 1
+        runs = self.states.get(dag_id, {})
+        return {run_id: runs[run_id] for run_id in run_ids or runs if run_id in runs}
+
+    def get_dr_count(self, dag_id: str, *, run_ids: list[str] | None = None, states: list[str] | None = None) -> int:
+        self.calls += 1
+        return 0
+
+    def get_dagrun_state(self, dag_id: str, run_id: str) -> str:
+        self.calls += 1
+        return "running"
+
+
+def bench_sweep(rows: list[Row]) -> None:
+    from datetime import timedelta
+
+    from airflow_provider_dli.hooks.dli import DLIHook
+    from airflow_provider_dli.ownership import OWNER_CONF_KEY, JobOwner
+    from airflow_provider_dli.sweeper import sweep
+
+    finished = {"conf": {"dli.emulator.starting_seconds": 0, "dli.emulator.running_seconds": 0}}
+    states: dict[str, dict[str, dict[str, str]]] = {}
+    with emulator("--latency", str(LATENCY)) as dli:
+        use_connection(dli.connection)
+        dli.control("POST", "/_emulator/jobs", {"count": SWEEP_HISTORY - SWEEP_LIVE, "body": {**SEED, **finished}})
+        for n in range(SWEEP_LIVE):
+            dag_id, run_id = f"dag_{n % SWEEP_DAGS}", f"scheduled__2026-01-{n // SWEEP_DAGS + 1:02d}T00:00:00+00:00"
+            owner = JobOwner("airflow", dag_id, run_id, "submit", -1, 1, True, True)
+            states.setdefault(dag_id, {})[run_id] = {"submit": "failed" if n < SWEEP_ORPHANS else "running"}
+            body = {**SEED, "name": f"airflow.{dag_id}.{run_id}.submit", "conf": {OWNER_CONF_KEY: owner.conf_value()}}
+            dli.control("POST", "/_emulator/jobs", {"count": 1, "body": body})
+
+        def one_sweep(list_only: bool) -> tuple[float, int, int]:
+            airflow = AirflowAnswers(states)
+            before = dli.control("GET", "/_emulator/state")["requests"]
+            started = time.perf_counter()
+            report = sweep(DLIHook(), airflow, instance_id="airflow", grace_period=timedelta(0), list_only=list_only)
+            seconds = time.perf_counter() - started
+            assert report.live_jobs == SWEEP_LIVE, (report.live_jobs, report.not_ours, len(report.orphans))
+            assert len(report.orphans) == SWEEP_ORPHANS
+            return seconds, dli.control("GET", "/_emulator/state")["requests"] - before, airflow.calls
+
+        timings = [one_sweep(list_only=True) for _ in range(3)]
+        dry_seconds = statistics.median(t[0] for t in timings)
+        dry_kib = peak_kib(
+            lambda: sweep(
+                DLIHook(), AirflowAnswers(states), instance_id="airflow", grace_period=timedelta(0), list_only=True
+            )
+        )
+        seconds, requests_sent, airflow_calls = one_sweep(list_only=False)
+        naive_pages = SWEEP_HISTORY // 100
+    lists = requests_sent - SWEEP_ORPHANS
+    rows.append(
+        Row(
+            f"one sweep: {SWEEP_HISTORY:,} jobs in history, {SWEEP_LIVE:,} live, {SWEEP_ORPHANS} orphans, "
+            f"{LATENCY * 1000:.0f} ms latency",
+            f"{seconds:.2f} s",
+            f"dry run (no cancels): {dry_seconds:.2f} s",
+            "",
+            "< 3 s",
+            seconds < 3,
+        )
+    )
+    rows.append(
+        Row(
+            "  DLI requests of that sweep",
+            f"{requests_sent} ({lists} list pages + {SWEEP_ORPHANS} cancels)",
+            f"paging through the history: {naive_pages} list pages",
+            f"{lists / naive_pages:.2f}",
+            f"<= {SWEEP_LIVE // 100 + 3} list pages",
+            lists <= SWEEP_LIVE // 100 + 3,
+        )
+    )
+    rows.append(
+        Row(
+            "  Task SDK calls to Airflow",
+            f"{airflow_calls}",
+            f"one per job: {SWEEP_LIVE}",
+            f"{airflow_calls / SWEEP_LIVE:.2f}",
+            f"<= {SWEEP_DAGS} (one per DAG)",
+            airflow_calls <= SWEEP_DAGS,
+        )
+    )
+    rows.append(
+        Row("  peak memory of a dry-run sweep", f"{dry_kib / 1024:.1f} MiB", "", "", "< 8 MiB", dry_kib < 8 * 1024)
+    )
+
+
 def machine() -> str:
     import airflow
 
@@ -302,11 +416,17 @@ def machine() -> str:
     )
 
 
-BENCHES = {"imports": bench_imports, "per_call": bench_per_call, "tokens": bench_tokens, "bulk": bench_bulk}
+BENCHES = {
+    "imports": bench_imports,
+    "per_call": bench_per_call,
+    "tokens": bench_tokens,
+    "bulk": bench_bulk,
+    "sweep": bench_sweep,
+}
 
 
 def main() -> int:
-    """``run.py [NAME ...]``: all benchmarks, or those named (imports, per_call, tokens, bulk)."""
+    """``run.py [NAME ...]``: all benchmarks, or those named (imports, per_call, tokens, bulk, sweep)."""
     OUT.mkdir(exist_ok=True)
     rows: list[Row] = []
     for bench in [BENCHES[name] for name in sys.argv[1:]] or BENCHES.values():

@@ -27,7 +27,7 @@ def test_every_example_parses_without_import_errors() -> None:
     dagbag = DagBag(dag_folder=str(EXAMPLES))  # AIRFLOW__CORE__LOAD_EXAMPLES is False (conftest)
     assert dagbag.import_errors == {}
     assert {Path(path).name for path in dagbag.file_last_changed} == {p.name for p in EXAMPLES.glob("*.py")}
-    assert set(dagbag.dag_ids) == {"example_dli_cancel_on_failure", "example_dli_cancel_batch"}
+    assert set(dagbag.dag_ids) == {"example_dli_cancel_on_failure", "example_dli_cancel_batch", "dli_orphan_sweeper"}
 
 
 @pytest.fixture

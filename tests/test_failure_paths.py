@@ -25,6 +25,7 @@ from airflow_provider_dli._compat import AirflowFailException
 from airflow_provider_dli.emulator import DLIEmulator
 from airflow_provider_dli.hooks.dli import DLIHook
 from airflow_provider_dli.operators.dli import DLISubmitBatchOperator
+from airflow_provider_dli.ownership import OWNER_CONF_KEY, JobOwner, owner_of
 from airflow_provider_dli.sensors.dli import DLIBatchSensor
 from airflow_provider_dli.triggers.dli import DLIBatchTrigger
 from tests.airflow_cli import AIRFLOW, AirflowHome
@@ -291,7 +292,7 @@ def test_sensor_poke(dli_connection: DLIEmulator) -> None:
 class _TaskInstance:
     """The identity fields that batch_body reads from the context's task instance."""
 
-    dag_id, run_id, task_id, map_index = "dag", "manual__2026-01-01T00:00:00+00:00", "submit", 3
+    dag_id, run_id, task_id, map_index, try_number = "dag", "manual__2026-01-01T00:00:00+00:00", "submit", 3, 2
 
 
 @pytest.mark.parametrize(
@@ -337,5 +338,23 @@ def test_submit_body() -> None:
         "driverMemory": "2G",
         "numExecutors": 4,
         "auto_recovery": True,
+        "conf": {OWNER_CONF_KEY: operator.batch_body({"ti": _TaskInstance()})["conf"][OWNER_CONF_KEY]},  # type: ignore[typeddict-item]
     }
     assert operator.queue != "etl"  # the executor queue is untouched
+    owner = owner_of({"req_body": json.dumps(operator.batch_body({"ti": _TaskInstance()}))})  # type: ignore[typeddict-item]
+    assert owner == JobOwner(
+        instance="airflow",
+        dag_id="dag",
+        run_id="manual__2026-01-01T00:00:00+00:00",  # exact, unlike the job's name
+        task_id="submit",
+        map_index=3,
+        try_number=2,
+        wait=True,
+        resumable=AIRFLOW_3_3,  # a retry reconnects on Airflow 3.3+
+    )
+
+
+def test_the_owner_entry_is_the_operators_own() -> None:
+    operator = DLISubmitBatchOperator(task_id="s", file="obs://b/a.jar", class_name="A", conf={OWNER_CONF_KEY: "{}"})
+    with pytest.raises(ValueError, match=r"spark\.airflow\.dli\.owner"):
+        operator.batch_body({"ti": _TaskInstance()})  # type: ignore[typeddict-item]

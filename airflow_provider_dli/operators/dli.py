@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, Protocol
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
-from airflow_provider_dli._compat import AirflowFailException, ResumableJobMixin, conf
+from airflow_provider_dli._compat import RETRIES_RECONNECT, AirflowFailException, ResumableJobMixin, conf
 from airflow_provider_dli.states import LIVE_STATES, TERMINAL_STATES
 
 if TYPE_CHECKING:
@@ -213,10 +213,9 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         for field, key in (("args", "args"), ("jars", "jars"), ("py_files", "pyFiles"), ("files", "files")):
             if getattr(self, field) is not None:
                 body[key] = _strings(field, getattr(self, field))
-        if self.conf is not None:
-            if not isinstance(self.conf, Mapping):
-                raise ValueError(f"conf must be a mapping of Spark settings; got {self.conf!r}")
-            body["conf"] = dict(self.conf)
+        if self.conf is not None and not isinstance(self.conf, Mapping):
+            raise ValueError(f"conf must be a mapping of Spark settings; got {self.conf!r}")
+        body["conf"] = {**(self.conf or {}), **self._owner_conf(context)}
         for field, key in (("driver_memory", "driverMemory"), ("executor_memory", "executorMemory")):
             value = getattr(self, field)
             if value is not None:
@@ -241,6 +240,25 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
                 raise ValueError(f"extra_body[{key!r}] repeats a field that a parameter of the operator sets")
             body[key] = value
         return body
+
+    def _owner_conf(self, context: Context) -> dict[str, str]:
+        """The Spark conf entry that tells the orphan sweeper exactly which task instance owns the job."""
+        from airflow_provider_dli.ownership import OWNER_CONF_KEY, JobOwner, instance_id
+
+        if self.conf is not None and OWNER_CONF_KEY in self.conf:
+            raise ValueError(f"conf[{OWNER_CONF_KEY!r}] is set by the operator, to record the job's owner")
+        ti = context["ti"]
+        owner = JobOwner(
+            instance=instance_id(),
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            task_id=ti.task_id,
+            map_index=ti.map_index if ti.map_index is not None else -1,
+            try_number=ti.try_number,
+            wait=bool(self.wait_for_completion),
+            resumable=RETRIES_RECONNECT and self.wait_for_completion and not self.deferrable and self.durable,
+        )
+        return {OWNER_CONF_KEY: owner.conf_value()}
 
     def execute(self, context: Context) -> Any:
         self.batch_id = None  # per try: an in-process retry may reuse this instance
@@ -497,3 +515,87 @@ class DLICancelBatchOperator(BaseOperator):
                     f"{self.termination_timeout:g} s (termination_timeout)"
                 )
             time.sleep(min(self.poll_interval, remaining))
+
+
+class DLIOrphanSweepOperator(BaseOperator):
+    """Cancel the live DLI jobs whose Airflow task no longer needs them: the last line of defence.
+
+    Each run lists the project's live jobs, keeps those that this Airflow submitted (each job records its
+    owner: instance id, DAG, run, task, map index and try), asks Airflow the state of each owner through the
+    Task SDK, decides with :data:`airflow_provider_dli.sweeper.DECISION_TABLE`, cancels the orphans, and logs a
+    table of every job and its decision. ``orphan_sweeper_dag()`` in the same module adds a scheduled DAG.
+
+    :param dli_conn_id: the DLI connection (templated).
+    :param project_id: overrides the connection's project (templated).
+    :param grace_period: a job younger than this is never cancelled, so that the sweeper does not race the
+        failure callbacks; a timedelta or seconds.
+    :param list_only: the dry run: decide and log, cancel nothing.
+    :param instance_id: whose jobs to sweep; by default this Airflow's ``[dli] instance_id``.
+    :param max_workers: cancels sent at once.
+    :return: ``{"instance_id", "live_jobs", "not_ours", "kept", "orphans": [...]}``, each orphan with its
+        batch id, owner, task state, reason and outcome. The task fails after the sweep if any cancel failed.
+    """
+
+    template_fields: Sequence[str] = ("dli_conn_id", "project_id")
+    ui_color = "#d8c8f4"
+
+    def __init__(
+        self,
+        *,
+        dli_conn_id: str = "dli_default",
+        project_id: str | None = None,
+        grace_period: timedelta | float = timedelta(minutes=5),
+        list_only: bool = False,
+        instance_id: str | None = None,
+        max_workers: int = 16,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if isinstance(grace_period, int | float) and not isinstance(grace_period, bool) and grace_period >= 0:
+            grace_period = timedelta(seconds=grace_period)
+        if not isinstance(grace_period, timedelta) or grace_period < timedelta(0):
+            raise ValueError(f"grace_period must be a timedelta or seconds >= 0; got {grace_period!r}")
+        if instance_id is not None:
+            from airflow_provider_dli.ownership import validate_instance_id
+
+            validate_instance_id(instance_id)
+        self.dli_conn_id = dli_conn_id
+        self.project_id = project_id
+        self.grace_period = grace_period
+        self.list_only = list_only
+        self.instance_id = instance_id
+        self.max_workers = _positive_int("max_workers", max_workers)
+
+    @cached_property
+    def hook(self) -> DLIHook:
+        return task_hook(self)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_dli.ownership import instance_id
+        from airflow_provider_dli.sweeper import sweep
+
+        report = sweep(
+            self.hook,
+            context["ti"],
+            instance_id=self.instance_id or instance_id(),
+            grace_period=self.grace_period,
+            list_only=self.list_only,
+            max_workers=self.max_workers,
+        )
+        orphans = report.orphans
+        self.log.info(
+            "%d live DLI batch job(s); %d not submitted by Airflow instance %r (left alone); %d orphan(s)%s:\n%s",
+            report.live_jobs,
+            report.not_ours,
+            report.instance_id,
+            len(orphans),
+            " (list_only: nothing cancelled)" if self.list_only else "",
+            report.table(),
+        )
+        failed = [verdict for verdict in orphans if verdict.outcome.startswith("error")]
+        if failed:
+            details = "; ".join(f"{verdict.batch_id}: {verdict.outcome}" for verdict in failed)
+            raise AirflowException(
+                f"{len(failed)} of {len(orphans)} orphaned DLI batch jobs were not cancelled: {details}"
+            )
+        return report.result()

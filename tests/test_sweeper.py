@@ -1,0 +1,251 @@
+"""The orphan sweeper: its decision table row by row, job ownership, and a sweep over real DAG runs.
+
+The DAG runs (``airflow dags test``, with the emulator) leave orphans behind the ways that a callback or
+``on_kill`` can fail, next to healthy jobs of waiting, deferred and fire-and-forget tasks and jobs that this
+Airflow did not submit. The sweeper then runs as a real task, asking Airflow about each owner through the
+Task SDK, and must cancel exactly the orphans.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_dli.emulator import DLIEmulator
+from airflow_provider_dli.hooks.dli import DLIHook
+from airflow_provider_dli.operators.dli import DLIOrphanSweepOperator
+from airflow_provider_dli.ownership import OWNER_CONF_KEY, JobOwner, owner_of
+from airflow_provider_dli.sweeper import ACTIVE, DECISION_TABLE, FAILED, Facts, decide, live_batches
+from tests.airflow_cli import AIRFLOW, REPO, AirflowHome
+from tests.conftest import SUBMIT_BODY, state_polls, wait_until
+
+TEST_DAGS = Path(__file__).parent / "dags"
+
+
+def facts(owner_state: str, **changes: Any) -> Facts:
+    values: dict[str, Any] = {
+        "young": False,
+        "superseded": False,
+        "owner_state": owner_state,
+        "wait": True,
+        "resumable": False,
+        "run_failed": False,
+    }
+    return Facts(**{**values, **changes})
+
+
+# The decision table, row by row: (facts, decision, reason)
+ROWS: list[tuple[Facts, str, str]] = [
+    (facts("failed", young=True), "keep", "younger than the grace period"),
+    (facts("running", superseded=True), "cancel", "a later try of the task has its own job"),
+    (facts("no dag run"), "cancel", "its DAG run no longer exists"),
+    (facts("no task instance"), "cancel", "its task instance no longer exists"),
+    *[(facts(state), "cancel", f"the task is {state}") for state in sorted(FAILED)],
+    *[(facts(state, run_failed=True), "keep", f"the task is {state}") for state in sorted(ACTIVE)],
+    (facts("up_for_retry", resumable=True), "keep", "the retry reconnects to this job"),
+    (facts("up_for_retry", resumable=False), "cancel", "the retry submits a new job"),
+    (facts("success", wait=True), "cancel", "the task is success, but it was meant to wait"),
+    (facts("skipped", wait=True), "cancel", "the task is skipped, but it was meant to wait"),
+    (facts("success", wait=False, run_failed=True), "cancel", "fire-and-forget job of a failed DAG run"),
+    (facts("success", wait=False, run_failed=False), "keep", "fire-and-forget job (wait_for_completion=False)"),
+    (facts("some_new_state"), "keep", "unknown task state some_new_state: left alone"),
+]
+
+
+@pytest.mark.parametrize(("row", "decision", "reason"), ROWS, ids=[f"{r[0].owner_state}-{r[1]}" for r in ROWS])
+def test_decision_table_row(row: Facts, decision: str, reason: str) -> None:
+    assert decide(row) == (decision, reason)
+
+
+def test_every_row_is_tested_and_documented() -> None:
+    readme = (REPO / "README.md").read_text()
+    for rule in DECISION_TABLE:
+        template = re.escape(rule.reason).replace(re.escape("{owner_state}"), ".+")
+        assert any(re.fullmatch(template, reason) for _, _, reason in ROWS), rule.reason
+        assert rule.reason.replace("{owner_state}", "STATE") in readme, rule.reason
+
+
+# Ownership
+
+
+def _owner_fields() -> dict[str, Any]:
+    return {
+        "instance": "airflow",
+        "dag_id": "d",
+        "run_id": "r",
+        "task_id": "t",
+        "map_index": -1,
+        "try_number": 1,
+        "wait": True,
+        "resumable": False,
+    }
+
+
+def test_owner_comes_back_exactly_from_a_listing(hook: DLIHook) -> None:
+    owner = JobOwner("prod-eu", "dag with spaces/ü", "manual__2026-01-01T00:00:00+00:00", "t" * 200, 7, 3, False, True)
+    batch_id = hook.create_batch({**SUBMIT_BODY, "conf": {OWNER_CONF_KEY: owner.conf_value(), "spark.x": "1"}})["id"]
+    [listed] = [batch for batch in hook.list_batches() if batch["id"] == batch_id]
+    assert owner_of(listed) == owner
+    assert owner_of(hook.get_batch(batch_id)) == owner
+
+
+@pytest.mark.parametrize(
+    "req_body",
+    [
+        None,
+        "not json",
+        json.dumps(SUBMIT_BODY),
+        json.dumps({**SUBMIT_BODY, "conf": {OWNER_CONF_KEY: "{"}}),
+        json.dumps({**SUBMIT_BODY, "conf": {OWNER_CONF_KEY: json.dumps({"instance": "a"})}}),
+        json.dumps({**SUBMIT_BODY, "conf": {OWNER_CONF_KEY: json.dumps({**_owner_fields(), "map_index": "1"})}}),
+        json.dumps({**SUBMIT_BODY, "conf": {OWNER_CONF_KEY: json.dumps({**_owner_fields(), "dag_id": ""})}}),
+    ],
+)
+def test_jobs_without_a_well_formed_owner_belong_to_nobody(req_body: str | None) -> None:
+    assert owner_of({"id": "x", "req_body": req_body}) is None
+
+
+def test_operator_arguments_are_checked() -> None:
+    assert DLIOrphanSweepOperator(task_id="s", grace_period=90).grace_period == timedelta(seconds=90)
+    with pytest.raises(ValueError, match="grace_period must be a timedelta or seconds >= 0"):
+        DLIOrphanSweepOperator(task_id="s", grace_period=-1)
+    with pytest.raises(ValueError, match="instance_id must be 1 to 64 letters"):
+        DLIOrphanSweepOperator(task_id="s", instance_id="two words")
+
+
+# One sweep over real DAG runs
+
+
+@pytest.fixture
+def background() -> Iterator[list[subprocess.Popen[bytes]]]:
+    processes: list[subprocess.Popen[bytes]] = []
+    yield processes
+    for process in processes:
+        process.kill()
+        process.wait()
+
+
+def run_dag(home: AirflowHome, dag_id: str, emulator: DLIEmulator) -> subprocess.CompletedProcess[str]:
+    result: subprocess.CompletedProcess[str] = home.run(
+        "dags", "test", dag_id, dags_folder=TEST_DAGS, emulator=emulator
+    )
+    return result
+
+
+def jobs_of(emulator: DLIEmulator, dag_id: str) -> set[str]:
+    return {
+        job.id
+        for job in emulator.jobs.values()
+        if (owner_of({"req_body": json.dumps(job.body)}) or _NO).dag_id == dag_id
+    }
+
+
+_NO = JobOwner("", "", "", "", -1, 0, False, False)
+
+
+def sweep_result(home: AirflowHome, dag_id: str) -> dict[str, Any]:
+    with sqlite3.connect(home.path / "airflow.db") as db:
+        [(value,)] = db.execute(
+            "SELECT value FROM xcom WHERE dag_id = ? AND task_id = 'sweep' AND key = 'return_value'", (dag_id,)
+        ).fetchall()
+    result: dict[str, Any] = json.loads(value)
+    return result
+
+
+def test_one_sweep_cancels_every_orphan_and_no_healthy_job(
+    dli_emulator: DLIEmulator, airflow_home: AirflowHome, make_hook: Any, background: list[subprocess.Popen[bytes]]
+) -> None:
+    dli = dli_emulator
+    # Orphans: every DELETE fails while these runs fail, so the notifier and on_kill cannot cancel.
+    unreachable = dli.add_fault(r"/v2\.0/.*/batches/.*", method="DELETE", status=503, times=None)
+    assert run_dag(airflow_home, "dli_test_sweep_unreachable_cancel", dli).returncode != 0
+    assert unreachable.hits >= 3  # the notifier (twice, one per mapped job) and on_kill tried
+    dli.clear_faults()
+    assert run_dag(airflow_home, "dli_test_sweep_no_notifier", dli).returncode != 0
+    assert run_dag(airflow_home, "dli_test_sweep_deleted_run", dli).returncode == 0
+    assert airflow_home.run("dags", "delete", "-y", "dli_test_sweep_deleted_run", dags_folder=TEST_DAGS).returncode == 0
+    orphans = {
+        *jobs_of(dli, "dli_test_sweep_unreachable_cancel"),
+        *jobs_of(dli, "dli_test_sweep_no_notifier"),
+        *jobs_of(dli, "dli_test_sweep_deleted_run"),
+    }
+    assert len(orphans) == 5
+
+    # Healthy: fire-and-forget of a successful run; tasks waiting on their jobs, in the worker and deferred.
+    assert run_dag(airflow_home, "dli_test_sweep_fire_and_forget", dli).returncode == 0
+    for dag_id in ("dli_test_sweep_waiting", "dli_test_sweep_deferred"):
+        polls = state_polls(dli)
+        env = airflow_home.env(TEST_DAGS, dli)
+        process = subprocess.Popen(
+            [AIRFLOW, "dags", "test", dag_id], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        background.append(process)
+        wait_until(
+            lambda polls=polls, dag_id=dag_id: state_polls(dli) > polls and jobs_of(dli, dag_id),  # type: ignore[misc]
+            f"{dag_id} to wait on its job",
+        )
+    # Not ours: a job submitted without the provider's owner entry, and one of another Airflow instance.
+    hook = make_hook(dli.connection())
+    other = JobOwner("other-airflow", "dli_test_sweep_no_notifier", "r", "submit", -1, 1, True, False)
+    foreign = {
+        hook.create_batch(SUBMIT_BODY)["id"],
+        hook.create_batch({**SUBMIT_BODY, "conf": {OWNER_CONF_KEY: other.conf_value()}})["id"],
+    }
+    healthy = set(dli.jobs) - orphans
+
+    dry_run = run_dag(airflow_home, "dli_test_sweeper_dry_run", dli)
+    assert dry_run.returncode == 0, dry_run.stdout[-3000:] + dry_run.stderr[-3000:]
+    listed = sweep_result(airflow_home, "dli_test_sweeper_dry_run")
+    assert {orphan["batch_id"] for orphan in listed["orphans"]} == orphans
+    assert {orphan["outcome"] for orphan in listed["orphans"]} == {"listed"}
+    assert dli.cancel_events == []
+
+    swept = run_dag(airflow_home, "dli_test_sweeper", dli)
+    assert swept.returncode == 0, swept.stdout[-3000:] + swept.stderr[-3000:]
+    result = sweep_result(airflow_home, "dli_test_sweeper")
+    assert {event.batch_id for event in dli.cancel_events} == orphans
+    assert all(dli.state_of(batch_id) == "dead" for batch_id in orphans)
+    assert all(dli.state_of(batch_id) != "dead" for batch_id in healthy)
+    assert result["live_jobs"] == len(orphans) + len(healthy)
+    assert result["not_ours"] == len(foreign)
+    assert result["kept"] == len(healthy) - len(foreign)
+    reasons = {(o["dag_id"], o["task_id"], o["map_index"]): (o["task_state"], o["reason"]) for o in result["orphans"]}
+    assert reasons == {
+        ("dli_test_sweep_unreachable_cancel", "submit_mapped", 0): (
+            "success",
+            "fire-and-forget job of a failed DAG run",
+        ),
+        ("dli_test_sweep_unreachable_cancel", "submit_mapped", 1): (
+            "success",
+            "fire-and-forget job of a failed DAG run",
+        ),
+        ("dli_test_sweep_unreachable_cancel", "submit_timeout", -1): ("failed", "the task is failed"),
+        ("dli_test_sweep_no_notifier", "submit", -1): ("success", "fire-and-forget job of a failed DAG run"),
+        ("dli_test_sweep_deleted_run", "submit", -1): ("no dag run", "its DAG run no longer exists"),
+    }
+    assert {o["outcome"] for o in result["orphans"]} == {"cancelled"}
+    output = swept.stdout + swept.stderr
+    for batch_id in healthy - foreign:
+        assert re.search(rf"{batch_id}\s.*kept", output), f"{batch_id} is missing from the sweep's table"
+
+
+def test_a_listing_without_req_body_falls_back_to_each_jobs_details(dli_emulator: DLIEmulator, hook: DLIHook) -> None:
+    """DLI's docs disagree on whether a listing carries req_body: the sweeper works either way."""
+    owner = JobOwner("airflow", "d", "r", "t", -1, 1, True, False)
+    owned = hook.create_batch({**SUBMIT_BODY, "name": "airflow.d.r.t", "conf": {OWNER_CONF_KEY: owner.conf_value()}})
+    hook.create_batch({**SUBMIT_BODY, "name": "someone-elses-job"})
+    sessions = [{key: value for key, value in b.items() if key != "req_body"} for b in hook.list_batches()]
+    listing = {"from": 0, "total": len(sessions), "sessions": sessions}
+    dli_emulator.add_fault(r"/v2\.0/.*/batches", method="GET", status=200, body=json.dumps(listing), times=None)
+    batches = {batch["id"]: batch for batch in live_batches(hook)}
+    assert owner_of(batches[owned["id"]]) == owner
+    details = [r for r in dli_emulator.request_log if r.method == "GET" and r.path.endswith(owned["id"])]
+    assert len(details) == 1  # only the job whose name says this provider may own it was read
