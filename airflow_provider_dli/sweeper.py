@@ -266,18 +266,23 @@ first, a job leaving a listing's state (the oldest go first) never shifts a page
 def live_batches(hook: DLIHook) -> Iterator[dict[str, Any]]:
     """Every live job, each with its ``req_body``: one filtered listing per live state, so a project's long
     history is never paged through. A job missed because it changed state against the listings' order is
-    found by the next sweep. Jobs whose listing lacks ``req_body`` and whose name says this provider may
-    have submitted them are read one by one (their details always carry it)."""
+    found by the next sweep. Should DLI ignore the state filter, the first listing holds every job and the
+    others are skipped. Jobs whose listing lacks ``req_body`` and whose name says this provider may have
+    submitted them are read one by one (their details always carry it)."""
     seen: set[str] = set()
     for state in LIVE_ORDER:
+        filter_ignored = False
         for batch in hook.list_batches(state=state, order="CREATE_TIME_DESC"):
-            batch_id = str(batch.get("id"))
-            if batch_id in seen or str(batch.get("state", "")).lower() not in LIVE_STATES:
-                continue  # also when DLI ignores the state filter
+            batch_id, batch_state = str(batch.get("id")), str(batch.get("state", "")).lower()
+            filter_ignored = filter_ignored or batch_state != state
+            if batch_id in seen or batch_state not in LIVE_STATES:
+                continue
             seen.add(batch_id)
             if "req_body" not in batch and str(batch.get("name") or "").startswith("airflow."):
                 batch = {**batch, "req_body": hook.get_batch(batch_id).get("req_body")}
-            yield {**batch, "state": str(batch["state"]).lower()}
+            yield {**batch, "state": batch_state}
+        if filter_ignored:
+            return
 
 
 def _latest_tries(owners: Iterable[JobOwner]) -> dict[tuple[str, str, str, int], int]:

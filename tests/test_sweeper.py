@@ -237,15 +237,27 @@ def test_one_sweep_cancels_every_orphan_and_no_healthy_job(
         assert re.search(rf"{batch_id}\s.*kept", output), f"{batch_id} is missing from the sweep's table"
 
 
-def test_a_listing_without_req_body_falls_back_to_each_jobs_details(dli_emulator: DLIEmulator, hook: DLIHook) -> None:
-    """DLI's docs disagree on whether a listing carries req_body: the sweeper works either way."""
+@pytest.fixture
+def running_jobs(make_hook: Any) -> Iterator[tuple[DLIEmulator, DLIHook]]:
+    with DLIEmulator(starting_seconds=0, running_seconds=600) as emulator:
+        yield emulator, make_hook(emulator.connection())
+
+
+def test_a_listing_without_req_body_falls_back_to_each_jobs_details(running_jobs: tuple[DLIEmulator, DLIHook]) -> None:
+    """DLI's docs disagree on whether a listing carries req_body, and on how it filters: either way works."""
+    dli, hook = running_jobs
     owner = JobOwner("airflow", "d", "r", "t", -1, 1, True, False)
     owned = hook.create_batch({**SUBMIT_BODY, "name": "airflow.d.r.t", "conf": {OWNER_CONF_KEY: owner.conf_value()}})
     hook.create_batch({**SUBMIT_BODY, "name": "someone-elses-job"})
     sessions = [{key: value for key, value in b.items() if key != "req_body"} for b in hook.list_batches()]
     listing = {"from": 0, "total": len(sessions), "sessions": sessions}
-    dli_emulator.add_fault(r"/v2\.0/.*/batches", method="GET", status=200, body=json.dumps(listing), times=None)
+    # Every listing answers with all jobs, whatever state it asked for, and without req_body.
+    dli.add_fault(r"/v2\.0/.*/batches", method="GET", status=200, body=json.dumps(listing), times=None)
+    requests_before = len(dli.request_log)
     batches = {batch["id"]: batch for batch in live_batches(hook)}
     assert owner_of(batches[owned["id"]]) == owner
-    details = [r for r in dli_emulator.request_log if r.method == "GET" and r.path.endswith(owned["id"])]
-    assert len(details) == 1  # only the job whose name says this provider may own it was read
+    assert len(batches) == 2
+    sent = [(r.method, r.path.rsplit("/", 1)[-1]) for r in dli.request_log[requests_before:]]
+    # One listing (the server ignored the state filter, so it held every job), then the details of the one
+    # job whose name says this provider may own it.
+    assert sent == [("GET", "batches"), ("GET", owned["id"])]
