@@ -34,9 +34,9 @@ MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 class ResponseTooLarge(Exception):
     """The answer is larger than :data:`MAX_RESPONSE_BYTES`; it was not read further."""
 
-    def __init__(self, size: int, declared: bool) -> None:
-        super().__init__(size, declared)
-        self.size, self.declared = size, declared
+    def __init__(self, status: int, size: int, declared: bool) -> None:
+        super().__init__(status, size, declared)
+        self.status, self.size, self.declared = status, size, declared
 
 
 class _Guard:
@@ -213,13 +213,13 @@ def read_body(response: requests.Response, limit: int = MAX_RESPONSE_BYTES) -> N
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > limit:
         response.close()
-        raise ResponseTooLarge(int(declared), declared=True)
+        raise ResponseTooLarge(response.status_code, int(declared), declared=True)
     chunks: list[bytes] = []
     size = 0
     for chunk in response.iter_content(64 * 1024):
         size += len(chunk)
         if size > limit:
             response.close()
-            raise ResponseTooLarge(size, declared=False)
+            raise ResponseTooLarge(response.status_code, size, declared=False)
         chunks.append(chunk)
     response._content = b"".join(chunks)

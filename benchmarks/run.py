@@ -34,6 +34,7 @@ ROUNDS = 5  # the calls of each contender are split into rounds, interleaved, so
 BULK_JOBS = 500
 SEED = {"file": "obs://emulator/seed.jar", "className": "Seed", "name": "seed"}
 LATENCY = 0.020
+RATE_LIMIT = 50.0
 
 os.environ.setdefault("AIRFLOW_HOME", str(OUT / "airflow-home"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
@@ -406,6 +407,36 @@ def bench_sweep(rows: list[Row]) -> None:
     )
 
 
+# 6. Bulk cancel under DLI's rate limit (429 APIGW.0308), with and without Retry-After
+
+
+def bench_rate_limit(rows: list[Row]) -> None:
+    from airflow_provider_dli.hooks.dli import DLIHook
+
+    bound = BULK_JOBS / RATE_LIMIT
+    for retry_after in (True, False):
+        flags = ["--latency", str(LATENCY), "--rate-limit", str(RATE_LIMIT)]
+        with emulator(*flags, *([] if retry_after else ["--no-retry-after"])) as dli:
+            use_connection(dli.connection)
+            ids = dli.seed(BULK_JOBS)
+            started = time.perf_counter()
+            outcomes = DLIHook().cancel_batches(ids)
+            seconds = time.perf_counter() - started
+            throttled = dli.control("GET", "/_emulator/state")["throttled"]
+        errors = sum(outcome["outcome"] != "cancelled" for outcome in outcomes)
+        rows.append(
+            Row(
+                f"cancel_batches of {BULK_JOBS} jobs against a {RATE_LIMIT:g} requests/s limit, "
+                + ("429s with Retry-After" if retry_after else "429s without Retry-After"),
+                f"{seconds:.2f} s, {errors} errors ({throttled} 429s)",
+                f"the limit's bound: {bound:g} s",
+                f"{seconds / bound:.2f}",
+                "<= 1.15, 0 errors",
+                seconds / bound <= 1.15 and errors == 0,
+            )
+        )
+
+
 def machine() -> str:
     import airflow
 
@@ -422,11 +453,12 @@ BENCHES = {
     "tokens": bench_tokens,
     "bulk": bench_bulk,
     "sweep": bench_sweep,
+    "rate_limit": bench_rate_limit,
 }
 
 
 def main() -> int:
-    """``run.py [NAME ...]``: all benchmarks, or those named (imports, per_call, tokens, bulk, sweep)."""
+    """``run.py [NAME ...]``: all benchmarks, or those named (imports, per_call, tokens, bulk, sweep, rate_limit)."""
     OUT.mkdir(exist_ok=True)
     rows: list[Row] = []
     for bench in [BENCHES[name] for name in sys.argv[1:]] or BENCHES.values():

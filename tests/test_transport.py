@@ -9,9 +9,10 @@ import re
 import socket
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
+import requests
 
 from airflow_provider_dli.emulator import DLIEmulator
 from airflow_provider_dli.exceptions import DLIAPIError, DLIConnectionError
@@ -27,6 +28,9 @@ from tests.hostile_server import (
     reply,
     self_signed_tls,
 )
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 BATCH_ID = "0a324461-d9d9-45da-a52a-3b3c7a3d809e"
 STATE_BODY = json.dumps({"id": BATCH_ID, "state": "running"}).encode()
@@ -293,3 +297,90 @@ def test_test_connection_answers_soon_when_the_server_never_does(make_hook: Make
     assert not ok
     assert "failed after 1 attempt(s): ReadTimeout" in message  # after 5 s, not 4 attempts of 60 s
     assert len(server.received) == 1  # no retries
+
+
+# 5. A refused key stops a bulk cancel before the gateway locks it
+
+
+def test_the_emulator_locks_a_key_after_5_failed_authentications(make_hook: MakeHook) -> None:
+    with DLIEmulator(lockout_seconds=600) as emulator:
+        good = make_hook(emulator.connection(), retry_limit=0)
+        wrong = make_hook({**emulator.connection(), "password": "wrong-secret-key"}, retry_limit=0)
+        batch_id = submit(good)
+        for _ in range(4):
+            with pytest.raises(DLIAPIError, match="verify aksk signature fail"):
+                wrong.get_batch_state(batch_id)
+        assert good.get_batch_state(batch_id) == "starting"  # a success starts the count again
+        for _ in range(5):
+            with pytest.raises(DLIAPIError, match="verify aksk signature fail"):
+                wrong.get_batch_state(batch_id)
+        with pytest.raises(DLIAPIError, match="the access key is locked for 600 s after 5 failed") as raised:
+            good.get_batch_state(batch_id)  # the right key too, for everyone
+        assert (raised.value.status_code, raised.value.error_code) == (401, "APIGW.0301")
+
+
+def test_a_locked_key_is_unlocked_after_the_lockout(make_hook: MakeHook) -> None:
+    with DLIEmulator(lockout_seconds=0.5) as emulator:
+        good = make_hook(emulator.connection(), retry_limit=0)
+        wrong = make_hook({**emulator.connection(), "password": "wrong-secret-key"}, retry_limit=0)
+        for _ in range(5):
+            assert not wrong.test_connection()[0]
+        assert "the access key is locked" in good.test_connection()[1]
+        wait_until(lambda: good.test_connection()[0], "the lockout to end")
+
+
+def test_a_bulk_cancel_with_a_wrong_key_stops_at_the_first_refusal(
+    dli_emulator: DLIEmulator, make_hook: MakeHook
+) -> None:
+    good = make_hook(dli_emulator.connection())
+    ids = [submit(good) for _ in range(40)]
+    wrong = make_hook({**dli_emulator.connection(), "password": "wrong-secret-key"})
+    outcomes = wrong.cancel_batches(ids, max_workers=16)
+    assert outcomes[0]["outcome"] == "error"
+    assert "HTTP 401: APIGW.0301" in str(outcomes[0]["error"])
+    assert {outcome["outcome"] for outcome in outcomes[1:]} == {"not_tried"}
+    assert [r.method for r in dli_emulator.request_log].count("DELETE") == 1  # one failure, not 16 at once
+    assert [outcome["outcome"] for outcome in good.cancel_batches(ids)] == ["cancelled"] * 40  # not locked
+
+
+def test_the_operator_fails_once_for_a_refused_key(
+    dli_connection: DLIEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.sdk.exceptions import AirflowException
+
+    from airflow_provider_dli.operators.dli import DLICancelBatchOperator
+
+    ids = [submit(DLIHook()) for _ in range(5)]
+    monkeypatch.setenv("AIRFLOW_CONN_DLI_DEFAULT", json.dumps({**dli_connection.connection(), "password": "wrong"}))
+    operator = DLICancelBatchOperator(task_id="cancel", batch_id=ids)
+    with pytest.raises(AirflowException, match=r"5 of 5 DLI batch jobs were not cancelled: .*HTTP 401.*; 4 not tried"):
+        operator.execute(cast("Context", {}))
+    assert {dli_connection.state_of(batch_id) for batch_id in ids} == {"starting"}
+
+
+# 7. Under DLI's rate limit, the whole pool slows down together
+
+
+def test_the_emulator_throttles_past_its_rate_limit() -> None:
+    for retry_after in (True, False):
+        with DLIEmulator(rate_limit=5, rate_limit_retry_after=retry_after) as emulator:
+            url = f"{emulator.url}/v2.0/{emulator.project_id}/batches/{BATCH_ID}/state"
+            answers = [requests.get(url, timeout=10) for _ in range(8)]
+        statuses = [answer.status_code for answer in answers]
+        assert statuses[:5] == [401] * 5  # 5 a second pass (then fail authentication)
+        assert 429 in statuses[5:]
+        throttled = next(answer for answer in answers if answer.status_code == 429)
+        assert throttled.json()["error_code"] == "APIGW.0308"
+        assert ("Retry-After" in throttled.headers) is retry_after
+
+
+@pytest.mark.parametrize("retry_after", [True, False], ids=["with-Retry-After", "without-Retry-After"])
+def test_a_bulk_cancel_under_a_rate_limit_cancels_every_job(make_hook: MakeHook, retry_after: bool) -> None:
+    with DLIEmulator(starting_seconds=600, rate_limit=20, rate_limit_retry_after=retry_after) as emulator:
+        hook = make_hook(emulator.connection(), retry_delay=0.5)
+        ids = emulator.seed_jobs(100)
+        outcomes = hook.cancel_batches(ids, max_workers=16)
+        assert [outcome["outcome"] for outcome in outcomes] == ["cancelled"] * 100
+        assert {emulator.state_of(batch_id) for batch_id in ids} == {"dead"}
+        # The pool slowed down together: fewer 429s than jobs, not a 429 per thread per retry.
+        assert emulator.counters.throttled < len(ids)

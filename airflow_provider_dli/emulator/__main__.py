@@ -97,6 +97,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--latency", metavar="S", type=float, default=0.0, help="seconds added to every API request (default: 0)"
     )
+    parser.add_argument(
+        "--lockout-seconds",
+        metavar="S",
+        type=float,
+        default=300.0,
+        help="how long an access key is locked after 5 failed AK/SK authentications in a row (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        metavar="N",
+        type=float,
+        default=None,
+        help="requests per second allowed per API; past it, 429 APIGW.0308 (default: no limit)",
+    )
+    parser.add_argument(
+        "--no-retry-after", action="store_true", help="send the rate limit's 429s without a Retry-After header"
+    )
     return parser
 
 
@@ -123,6 +140,9 @@ def main(argv: list[str] | None = None) -> None:
         starting_seconds=args.starting_seconds,
         running_seconds=args.running_seconds,
         latency=args.latency,
+        lockout_seconds=args.lockout_seconds,
+        rate_limit=args.rate_limit,
+        rate_limit_retry_after=not args.no_retry_after,
     )
     stop = threading.Event()
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import re
 import secrets
 import socket
@@ -40,6 +41,8 @@ DEFAULT_DOMAIN = "emulator"
 DEFAULT_USER = "airflow"
 DEFAULT_PASSWORD = "emulator-password"  # noqa: S105 - the emulator's own test user
 MAX_CLOCK_SKEW = 15 * 60
+LOCKOUT_FAILURES = 5
+"""Failed AK/SK authentications in a row after which the gateway locks the access key (``lockout_seconds``)."""
 MAX_REQUEST_BODY = 12 * 1024 * 1024
 """The API gateway's limit on a request body; a larger one gets 413 ``APIGW.0201``."""
 TERMINAL = frozenset({"success", "dead"})
@@ -53,9 +56,10 @@ _FAULT_CODES = {401: "APIGW.0301", 404: "DLI.0023", 429: "APIGW.0308"}
 class _Reject(Exception):
     """An error answer: HTTP status and a DLI (or gateway) error body."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.headers = dict(headers or {})
 
 
 @dataclass
@@ -183,6 +187,7 @@ class _Token:
 class _Counters:
     token_requests: int = 0
     requests: int = 0
+    throttled: int = 0
     by_route: dict[str, int] = field(default_factory=dict)
 
 
@@ -194,6 +199,11 @@ class DLIEmulator:
     :param users: ``(domain, user)`` -> password accepted by the IAM token endpoint.
     :param latency: seconds added to every API request, to model a remote service.
     :param cancel_lag: seconds a cancelled job keeps its old state before turning ``dead``.
+    :param lockout_seconds: how long an access key stays locked (every request with it gets a 401) after
+        ``LOCKOUT_FAILURES`` (5) failed AK/SK authentications in a row, as the real gateway does.
+    :param rate_limit: requests per second allowed per API (``DELETE batches/{id}``...), as the gateway's
+        throttling does (200/s by default there; here no limit unless given): past it, 429 ``APIGW.0308``.
+    :param rate_limit_retry_after: whether those 429s carry ``Retry-After`` (whole seconds).
     """
 
     def __init__(
@@ -210,6 +220,9 @@ class DLIEmulator:
         running_seconds: float = 5.0,
         latency: float = 0.0,
         cancel_lag: float = 0.0,
+        lockout_seconds: float = 300.0,
+        rate_limit: float | None = None,
+        rate_limit_retry_after: bool = True,
     ) -> None:
         self.project_id = project_id
         self.access_keys = dict(access_keys or {DEFAULT_ACCESS_KEY: DEFAULT_SECRET_KEY})
@@ -220,6 +233,12 @@ class DLIEmulator:
         self.running_seconds = running_seconds
         self.latency = latency
         self.cancel_lag = cancel_lag
+        self.lockout_seconds = lockout_seconds
+        self.rate_limit = rate_limit
+        self.rate_limit_retry_after = rate_limit_retry_after
+        self._auth_failures: dict[str, int] = {}
+        self._locked_until: dict[str, float] = {}  # access key -> time.monotonic()
+        self._buckets: dict[str, tuple[float, float]] = {}  # API -> (tokens, time.monotonic() of the count)
         self.jobs: dict[str, Job] = {}
         self.cancel_events: list[CancelEvent] = []
         self.request_log: list[RequestRecord] = []
@@ -329,6 +348,7 @@ class DLIEmulator:
                 "jobs": [job.as_batch(now) for job in self.jobs.values()],
                 "cancel_events": [asdict(event) for event in self.cancel_events],
                 "token_requests": self.counters.token_requests,
+                "throttled": self.counters.throttled,
                 "requests": self.counters.requests,
                 "by_route": dict(self.counters.by_route),
             }
@@ -373,6 +393,42 @@ class DLIEmulator:
             secret_key, security_token = self.temporary_keys[authorization.access_key]
         else:
             raise _Reject(401, "APIGW.0301", "Incorrect IAM authentication information: unknown access key")
+        access_key = authorization.access_key
+        now = time.monotonic()
+        with self._lock:
+            locked_until = self._locked_until.get(access_key, 0.0)
+        if now < locked_until:
+            raise _Reject(
+                401,
+                "APIGW.0301",
+                f"Incorrect IAM authentication information: the access key is locked for {locked_until - now:.0f} s "
+                f"after {LOCKOUT_FAILURES} failed authentications in a row",
+            )
+        try:
+            self._verify_signature(request, authorization, secret_key, security_token, body)
+        except _Reject:
+            with self._lock:
+                failures = self._auth_failures.get(access_key, 0) + 1
+                if failures >= LOCKOUT_FAILURES:
+                    self._locked_until[access_key] = now + self.lockout_seconds
+                    failures = 0
+                self._auth_failures[access_key] = failures
+            raise
+        with self._lock:
+            self._auth_failures.pop(access_key, None)
+        if path_project != self.project_id:
+            raise _Reject(401, "DLI.0013", f"The access key has no access to project {path_project}")
+        return access_key
+
+    def _verify_signature(
+        self,
+        request: _Handler,
+        authorization: signing.Authorization,
+        secret_key: str,
+        security_token: str | None,
+        body: bytes,
+    ) -> None:
+        """A 401 unless the request carries a fresh, valid ``SDK-HMAC-SHA256`` signature."""
         received = {name.lower(): value for name, value in request.headers.items()}
         date = received.get(signing.DATE_HEADER.lower(), "")
         try:
@@ -406,9 +462,25 @@ class DLIEmulator:
         expected = signing.signature(secret_key, signing.string_to_sign(canonical, date))
         if not hmac.compare_digest(expected.encode(), authorization.signature.encode()):
             raise _Reject(401, "APIGW.0301", "Incorrect IAM authentication information: verify aksk signature fail")
-        if path_project != self.project_id:
-            raise _Reject(401, "DLI.0013", f"The access key has no access to project {path_project}")
-        return authorization.access_key
+
+    def _throttle(self, api: str) -> None:
+        """A 429 ``APIGW.0308`` when ``api`` is over ``rate_limit`` requests per second (a token bucket that
+        holds one second's worth), with ``Retry-After`` in whole seconds if ``rate_limit_retry_after``."""
+        if self.rate_limit is None:
+            return
+        with self._lock:
+            now = time.monotonic()
+            tokens, updated = self._buckets.get(api, (self.rate_limit, now))
+            tokens = min(self.rate_limit, tokens + (now - updated) * self.rate_limit)
+            allowed = tokens >= 1
+            self._buckets[api] = (tokens - 1 if allowed else tokens, now)
+            self.counters.throttled += not allowed
+        if not allowed:
+            wait = (1 - tokens) / self.rate_limit
+            headers = {"Retry-After": str(math.ceil(wait))} if self.rate_limit_retry_after else {}
+            raise _Reject(
+                429, "APIGW.0308", f"The throttling threshold has been reached: {self.rate_limit:g} requests/s", headers
+            )
 
     def _iam_tokens(self, body: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
         with self._lock:
@@ -551,11 +623,12 @@ class DLIEmulator:
             raise _Reject(404, "APIGW.0101", "The API does not exist or has not been published in the environment")
         project, batch_id, leaf = match.groups()
         header_project = request.headers.get("X-Project-Id")
+        route = f"{method} batches" + ("/{id}" if batch_id else "") + (f"/{leaf}" if leaf else "")
+        self._throttle(route)
         owner = self._authenticate(request, project, body)
         if header_project and header_project != project:
             raise _Reject(400, "DLI.0001", "Parameter check error: X-Project-Id does not match the path")
         now = time.time()
-        route = f"{method} batches" + ("/{id}" if batch_id else "") + (f"/{leaf}" if leaf else "")
         self._count(route)
         if batch_id is None:
             if method == "POST":
@@ -672,6 +745,7 @@ class _Handler(BaseHTTPRequestHandler):
             status, payload, headers = emulator._route(self, self.command, body)
         except _Reject as reject:
             status, payload = reject.status, {"error_code": reject.code, "error_msg": reject.message}
+            headers = reject.headers
         except Exception as error:  # a bug in the emulator: answer like the service's internal error
             status, payload = 500, {"error_code": "DLI.0999", "error_msg": f"emulator error: {error!r}"}
         self._reply(status, payload, headers)

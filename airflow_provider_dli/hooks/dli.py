@@ -35,6 +35,7 @@ from airflow_provider_dli.auth import AKSKAuth, TokenAuth
 from airflow_provider_dli.endpoints import dli_endpoint, iam_endpoint
 from airflow_provider_dli.exceptions import DLIAPIError, DLIConnectionError
 from airflow_provider_dli.states import LIVE_STATES, TERMINAL_STATES
+from airflow_provider_dli.throttle import Throttle, ThrottleTimeout
 from airflow_provider_dli.token_store import TOKEN_STORE, TokenFolder, TokenSource, token_key
 from airflow_provider_dli.transport import MAX_RESPONSE_BYTES, DeadlineAdapter, ResponseTooLarge, deadline, read_body
 
@@ -44,12 +45,17 @@ TOKEN_CACHES = ("disk", "memory")
 
 DEFAULT_TIMEOUT = (10.0, 60.0)
 """(connect, read) seconds for every request; an attempt also ends after connect + read seconds in all."""
+NOT_TRIED = "not tried: DLI refused the credentials (HTTP 401) on an earlier request of this bulk cancel"
+POOL_SIZE = 32
+"""Connections kept per host, and requests in flight at most: a bulk cancel's threads share them."""
 TEST_CONNECTION_OPTIONS: dict[str, Any] = {"timeout": (3.0, 5.0), "retry_limit": 0, "deadline": 10.0}
 """What the connection form's Test button gets: a person waits for its answer."""
 MAX_BACKOFF = 30.0
 """Longest sleep between two attempts; with ``retry_limit`` it bounds a call's total time."""
 MAX_RETRY_AFTER = 60.0
 """Longest ``Retry-After`` honoured."""
+MAX_THROTTLED_WAIT = 120.0
+"""How long one request keeps being sent again while DLI answers 429 (it did nothing, so it is safe)."""
 
 _BATCH_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _PROJECT_ID = re.compile(r"^[A-Za-z0-9]{1,64}$")
@@ -58,7 +64,7 @@ _FORM_TEST_ID = re.compile(r"^[A-Za-z0-9]{8}$")  # airflow.utils.strings.get_ran
 
 class BulkCancelOutcome(TypedDict):
     batch_id: str
-    outcome: Literal["cancelled", "already_finished", "error"]
+    outcome: Literal["cancelled", "already_finished", "error", "not_tried"]
     state: str | None
     error: str | None
 
@@ -109,10 +115,13 @@ class DLIHook(BaseHook):
     :param region: overrides the connection's extra ``region``.
     :param timeout: seconds, or ``(connect, read)`` seconds, for each request. Whatever the server sends
         (a byte at a time, or nothing), an attempt ends after connect + read seconds in all.
-    :param retry_limit: retries after the first attempt, on connection errors, timeouts, 5xx and 429.
-        Creating a job is retried only when the request cannot have reached DLI (refused, connect
-        timeout, 429), so a retry never submits a job twice.
-    :param retry_delay: base of the exponential backoff, in seconds (with jitter, capped at 30 s).
+    :param retry_limit: retries after the first attempt, on connection errors, timeouts, 5xx (and DLI's
+        ``DLI.0999``, a 400). Creating a job is retried only when the request cannot have reached DLI
+        (refused, connect timeout), so a retry never submits a job twice. A 429 is not counted: DLI did
+        nothing, and the request is sent again, as every request of the hook slows down together, for up
+        to ``MAX_THROTTLED_WAIT`` seconds.
+    :param retry_delay: base of the exponential backoff, in seconds (with jitter, capped at 30 s); also the
+        pause after a 429 that carries no ``Retry-After``.
     :param deadline: seconds from the hook's creation by which every call must end, retries, IAM token
         and follow-up requests included: ``on_kill`` has 5 s before SIGKILL.
     :param caller: who is calling, e.g. ``dag_id.task_id``; added to the User-Agent so that DLI's audit trail
@@ -162,6 +171,7 @@ class DLIHook(BaseHook):
         self._connection_label = f"connection {dli_conn_id!r}"
         """How error messages name the connection."""
         self._environments: dict[str, dict[str, Any]] = {}
+        self._throttles: dict[str, Throttle] = {}
         self._ends_at = math.inf if deadline is None else time.monotonic() + deadline
 
     @classmethod
@@ -295,7 +305,7 @@ class DLIHook(BaseHook):
         # them once per host instead, a good part of a cancel's client-side cost.
         session.trust_env = False
         # Bulk cancels run requests in parallel: keep enough pooled connections for them.
-        adapter = DeadlineAdapter(pool_connections=4, pool_maxsize=32)
+        adapter = DeadlineAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         user_agent = f"airflow-provider-dli/{__version__}" + (f" ({self.caller})" if self.caller else "")
@@ -360,36 +370,75 @@ class DLIHook(BaseHook):
         is an error, never followed: it could turn a cancel into a GET, or carry credentials to another
         host. An answer larger than any DLI answer can be is an error, not read.
         """
-        for attempt in range(self.retry_limit + 1):
-            seconds = min(sum(self.timeout), self._ends_at - time.monotonic())
-            if seconds <= 0:
-                raise DLIConnectionError(f"DLI {method} {url} was not sent: the hook's deadline has passed")
+        attempt = 0  # retries so far, of failures other than 429
+        throttled_since: float | None = None
+        while True:
             try:
-                response = self._attempt(method, url, auth, seconds, kwargs)
+                response = self._attempt(method, url, auth, kwargs)
             except _AttemptFailed as failed:
                 if not _retryable_error(failed.error, idempotent) or not self._wait_before_retry(
-                    attempt, None, failed.reason
+                    attempt, self._backoff(attempt, None), failed.reason
                 ):
                     raise DLIConnectionError(
                         f"DLI {method} {url} failed after {attempt + 1} attempt(s): {failed.reason}"
                     ) from failed.error
+                attempt += 1
                 continue
             status = response.status_code
             if 300 <= status < 400:
                 raise _redirect_error(response, method, url)
+            if status == 429:
+                # DLI did nothing and asks to slow down: sent again when the pause that every request of
+                # this hook waits for has passed, for up to MAX_THROTTLED_WAIT (and within the deadline).
+                throttled_since = throttled_since or time.monotonic()
+                paused_until = self._throttle(url).paused_until
+                if paused_until - throttled_since < MAX_THROTTLED_WAIT and paused_until < self._ends_at:
+                    continue
+                return response
             if not _retryable_response(response, idempotent) or not self._wait_before_retry(
-                attempt, response.headers.get("Retry-After"), f"HTTP {status}"
+                attempt, self._backoff(attempt, response.headers.get("Retry-After")), f"HTTP {status}"
             ):
                 return response
-        raise AssertionError("unreachable: the last attempt returns or raises")
+            attempt += 1
 
-    def _attempt(
-        self, method: str, url: str, auth: AuthBase | None, seconds: float, kwargs: dict[str, Any]
-    ) -> requests.Response:
-        """One attempt that ends within ``seconds`` whatever the server does: the response, its body read."""
+    def _attempt(self, method: str, url: str, auth: AuthBase | None, kwargs: dict[str, Any]) -> requests.Response:
+        """One attempt that ends by its deadline whatever the server does: the response, its body read."""
         # Preparing runs the auth (signing, or fetching an IAM token with its own attempts) outside this
         # attempt's deadline; each attempt signs afresh.
         prepared = self.session.prepare_request(requests.Request(method, url, auth=auth, **kwargs))
+        throttle = self._throttle(url)
+        try:
+            with throttle.slot(self._ends_at) as slot:
+                seconds = min(sum(self.timeout), self._ends_at - time.monotonic())
+                response = self._exchange(prepared, url, seconds)
+                if response.status_code == 429:
+                    slot.throttled(self._backoff(0, response.headers.get("Retry-After")))
+                else:
+                    slot.answered()
+        except ThrottleTimeout:
+            raise DLIConnectionError(
+                f"DLI {method} {url} was not sent: DLI asked to slow down (HTTP 429) past the hook's deadline"
+            ) from None
+        except ResponseTooLarge as too_large:
+            declared = f" (Content-Length: {too_large.size})" if too_large.declared else ""
+            raise DLIAPIError(
+                f"DLI {method} {url} failed: HTTP {too_large.status}: the answer is larger than "
+                f"{MAX_RESPONSE_BYTES // 2**20} MiB{declared}, far more than any DLI answer; it was not read",
+                status_code=too_large.status,
+            ) from None
+        if slot.slowed_down:
+            self.log.warning(
+                "DLI asked to slow down (HTTP 429): every request to %s pauses %.1f s, then at most %d at once",
+                urlsplit(url).netloc,
+                max(throttle.paused_until - time.monotonic(), 0.0),
+                int(throttle.window),
+            )
+        return response
+
+    def _exchange(self, prepared: requests.PreparedRequest, url: str, seconds: float) -> requests.Response:
+        """Send and read within ``seconds``; :class:`_AttemptFailed` when no complete answer came."""
+        if seconds <= 0:
+            raise DLIConnectionError(f"DLI {prepared.method} {url} was not sent: the hook's deadline has passed")
         connect, read = (min(limit, seconds) for limit in self.timeout)
         with deadline(seconds) as guard:
             try:
@@ -410,25 +459,27 @@ class DLIHook(BaseHook):
                     else _describe(error)
                 )
                 raise _AttemptFailed(error, reason) from error
-            except ResponseTooLarge as too_large:
-                declared = f" (Content-Length: {too_large.size})" if too_large.declared else ""
-                raise DLIAPIError(
-                    f"DLI {method} {url} failed: HTTP {response.status_code}: the answer is larger than "
-                    f"{MAX_RESPONSE_BYTES // 2**20} MiB{declared}, far more than any DLI answer; it was not read",
-                    status_code=response.status_code,
-                    request_id=response.headers.get("X-Request-Id"),
-                ) from None
         return response
 
-    def _wait_before_retry(self, attempt: int, retry_after: str | None, reason: str) -> bool:
-        """Sleep before retry ``attempt + 1``; False (no sleep) when no retry is left or time is out."""
-        if attempt >= self.retry_limit:
-            return False
+    def _throttle(self, url: str) -> Throttle:
+        """The throttle of ``url``'s host, shared by every thread of this hook."""
+        host = urlsplit(url).netloc
+        throttle = self._throttles.get(host)
+        if throttle is None:
+            throttle = self._throttles.setdefault(host, Throttle(max_in_flight=POOL_SIZE))
+        return throttle
+
+    def _backoff(self, attempt: int, retry_after: str | None) -> float:
+        """``Retry-After`` when it is a finite number or a date, else exponential backoff with jitter."""
         delay = _retry_after_seconds(retry_after)
         if delay is None:
             ceiling = min(MAX_BACKOFF, self.retry_delay * 2**attempt)
             delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
-        if time.monotonic() + delay >= self._ends_at:
+        return delay
+
+    def _wait_before_retry(self, attempt: int, delay: float, reason: str) -> bool:
+        """Sleep ``delay`` before retry ``attempt + 1``; False (no sleep) when no retry is left or time is out."""
+        if attempt >= self.retry_limit or time.monotonic() + delay >= self._ends_at:
             return False
         self.log.warning(
             "DLI request failed (%s); retry %d of %d in %.1f s", reason, attempt + 1, self.retry_limit, delay
@@ -572,10 +623,14 @@ class DLIHook(BaseHook):
         return {"batch_id": batch_id, "cancelled": True, "state": None}
 
     def cancel_batches(self, batch_ids: Iterable[str], *, max_workers: int = 16) -> list[BulkCancelOutcome]:
-        """Cancel many jobs at once: one outcome per distinct id, in order; one failure never stops the others.
+        """Cancel many jobs at once: one outcome per distinct id, in order; one failure never stops the others,
+        except a refusal of the credentials.
 
         Every id is checked before the first request. Each outcome is ``cancelled``, ``already_finished``
-        (with the state) or ``error`` (with the message).
+        (with the state), ``error`` (with the message), or ``not_tried``: after DLI refused the credentials
+        (HTTP 401), no further request is sent. The gateway locks an access key for 5 minutes after 5 failed
+        authentications in a row, for every DAG that uses it; for the same reason the first cancel goes
+        alone, so a wrong key or a skewed clock fails once, not once per worker.
         """
         ids = list(dict.fromkeys(batch_ids))
         bad = [repr(batch_id) for batch_id in ids if not isinstance(batch_id, str) or not _BATCH_ID.match(batch_id)]
@@ -584,10 +639,16 @@ class DLIHook(BaseHook):
         if isinstance(max_workers, bool) or not isinstance(max_workers, int) or not 1 <= max_workers <= 32:
             raise ValueError(f"max_workers must be a whole number from 1 to 32; got {max_workers!r}")
 
+        refused: list[DLIAPIError] = []  # the first refusal of the credentials stops every other request
+
         def cancel_one(batch_id: str) -> BulkCancelOutcome:
+            if refused:
+                return {"batch_id": batch_id, "outcome": "not_tried", "state": None, "error": NOT_TRIED}
             try:
                 result = self.cancel_batch(batch_id)
             except (DLIAPIError, DLIConnectionError) as error:
+                if isinstance(error, DLIAPIError) and error.status_code == 401:
+                    refused.append(error)
                 return {"batch_id": batch_id, "outcome": "error", "state": None, "error": str(error)}
             if result["cancelled"]:
                 return {"batch_id": batch_id, "outcome": "cancelled", "state": None, "error": None}
@@ -597,8 +658,21 @@ class DLIHook(BaseHook):
             return []
         # Resolving the project here reads and checks the connection once, before the threads start.
         self.log.info("Cancelling %d DLI batch jobs of project %s", len(ids), self.project_id)
-        with ThreadPoolExecutor(max_workers=min(max_workers, len(ids)), thread_name_prefix="dli-cancel") as pool:
-            outcomes = list(pool.map(cancel_one, ids))
+        outcomes = [cancel_one(ids[0])]
+        if len(ids) > 1:
+            with ThreadPoolExecutor(
+                max_workers=min(max_workers, len(ids) - 1), thread_name_prefix="dli-cancel"
+            ) as pool:
+                outcomes += pool.map(cancel_one, ids[1:])
+        if refused:
+            not_tried = sum(outcome["outcome"] == "not_tried" for outcome in outcomes)
+            self.log.error(
+                "DLI refused the credentials (%s): %d of %d jobs were not tried, so that the access key is not "
+                "locked by repeated failures",
+                refused[0],
+                not_tried,
+                len(ids),
+            )
         counts = {
             kind: sum(o["outcome"] == kind for o in outcomes) for kind in ("cancelled", "already_finished", "error")
         }

@@ -460,9 +460,14 @@ class DLICancelBatchOperator(BaseOperator):
             ids = [batch["id"] for batch in matching]
         outcomes = hook.cancel_batches(ids, max_workers=self.max_workers)
         failed = [outcome for outcome in outcomes if outcome["outcome"] == "error"]
-        if failed:
+        not_tried = sum(outcome["outcome"] == "not_tried" for outcome in outcomes)
+        if failed or not_tried:
             details = "; ".join(f"{outcome['batch_id']}: {outcome['error']}" for outcome in failed)
-            raise AirflowException(f"{len(failed)} of {len(outcomes)} DLI batch jobs were not cancelled: {details}")
+            if not_tried:
+                details += f"; {not_tried} not tried after DLI refused the credentials"
+            raise AirflowException(
+                f"{len(failed) + not_tried} of {len(outcomes)} DLI batch jobs were not cancelled: {details}"
+            )
         return outcomes
 
     def matching_jobs(self, hook: DLIHook, context: Context) -> list[dict[str, Any]]:
