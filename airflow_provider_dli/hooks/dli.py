@@ -48,8 +48,9 @@ DEFAULT_TIMEOUT = (10.0, 60.0)
 NOT_TRIED = "not tried: DLI refused the credentials (HTTP 401) on an earlier request of this bulk cancel"
 POOL_SIZE = 32
 """Connections kept per host, and requests in flight at most: a bulk cancel's threads share them."""
-TEST_CONNECTION_OPTIONS: dict[str, Any] = {"timeout": (3.0, 5.0), "retry_limit": 0, "deadline": 10.0}
-"""What the connection form's Test button gets: a person waits for its answer."""
+TEST_CONNECTION_TIMEOUT = (3.0, 5.0)
+TEST_CONNECTION_DEADLINE = 10.0
+"""The connection form's Test button: a person waits for its answer (one attempt, these timeouts at most)."""
 MAX_BACKOFF = 30.0
 """Longest sleep between two attempts; with ``retry_limit`` it bounds a call's total time."""
 MAX_RETRY_AFTER = 60.0
@@ -696,7 +697,12 @@ class DLIHook(BaseHook):
             region=self.region_override,
             caller=self.caller,
             connection=self._connection,
-            **TEST_CONNECTION_OPTIONS,
+            timeout=(
+                min(self.timeout[0], TEST_CONNECTION_TIMEOUT[0]),
+                min(self.timeout[1], TEST_CONNECTION_TIMEOUT[1]),
+            ),
+            retry_limit=0,
+            deadline=TEST_CONNECTION_DEADLINE,
         )
         probe._connection_label = "this connection" if _is_form_test_id(self.dli_conn_id) else self._connection_label
         try:
