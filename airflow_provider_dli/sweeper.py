@@ -30,6 +30,8 @@ Decision = Literal["cancel", "keep"]
 # "none" for a task instance that has no state yet).
 NO_DAG_RUN = "no dag run"
 NO_TASK_INSTANCE = "no task instance"
+NOT_ASKED = "not asked"
+"""For a job decided by its own facts alone (too young, superseded): Airflow is not asked about its owner."""
 
 ACTIVE = frozenset(
     {"none", "scheduled", "queued", "running", "deferred", "restarting", "up_for_reschedule", "awaiting_input"}
@@ -221,7 +223,7 @@ def sweep(
         facts = Facts(
             young=age < grace_period.total_seconds(),
             superseded=owner.try_number < latest_try[owner.task_instance],
-            owner_state="",
+            owner_state=NOT_ASKED,
             wait=owner.wait,
             resumable=owner.resumable,
         )

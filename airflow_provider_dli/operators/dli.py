@@ -589,11 +589,13 @@ class DLIOrphanSweepOperator(BaseOperator):
         )
         orphans = report.orphans
         self.log.info(
-            "%d live DLI batch job(s); %d not submitted by Airflow instance %r (left alone); %d orphan(s)%s:\n%s",
+            "%d live DLI batch job(s); %d not submitted by Airflow instance %r (left alone); %d orphan(s) "
+            "(%d Task SDK queries)%s:\n%s",
             report.live_jobs,
             report.not_ours,
             report.instance_id,
             len(orphans),
+            report.airflow_queries,
             " (list_only: nothing cancelled)" if self.list_only else "",
             report.table(),
         )
