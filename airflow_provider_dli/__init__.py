@@ -111,8 +111,19 @@ def get_provider_info() -> dict[str, Any]:
         "notifications": ["airflow_provider_dli.notifications.dli.DLICancelBatchNotifier"],
         "config": {
             "dli": {
-                "description": "The DLI provider: where password authentication keeps its IAM tokens.",
+                "description": "The DLI provider: where password authentication keeps its IAM tokens, and "
+                "which DLI jobs are this Airflow's.",
                 "options": {
+                    "instance_id": {
+                        "description": "Names this Airflow deployment in every job it submits (the Spark "
+                        "setting spark.airflow.dli.owner), so that the orphan sweeper only ever touches this "
+                        "deployment's jobs. Deployments that share a DLI project must each set their own, on all "
+                        "of their components: 1 to 64 letters, digits, '_', '.' or '-'.\n",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "prod-eu",
+                        "default": "airflow",
+                    },
                     "token_cache": {
                         "description": "disk: share one IAM token per connection between this machine's "
                         "processes (every Airflow task runs in a process of its own), through files in "

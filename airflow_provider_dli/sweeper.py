@@ -145,7 +145,9 @@ class JobVerdict:
     decision: Decision
     reason: str
     outcome: str = ""
-    """After the sweep: ``cancelled``, ``already_finished``, ``error: ...``, ``listed`` (dry run) or ``kept``."""
+    """After the sweep: ``kept``, ``listed`` (dry run), or the bulk cancel's outcome: ``cancelled``,
+    ``already_finished``, ``error`` or ``not_tried`` (after DLI refused the credentials)."""
+    error: str | None = None
 
 
 @dataclass
@@ -159,6 +161,11 @@ class SweepReport:
     @property
     def orphans(self) -> list[JobVerdict]:
         return [verdict for verdict in self.verdicts if verdict.decision == "cancel"]
+
+    @property
+    def not_cancelled(self) -> list[JobVerdict]:
+        """Orphans whose cancel failed (or was not tried): the sweeping task fails, and the next run retries."""
+        return [verdict for verdict in self.orphans if verdict.outcome in ("error", "not_tried")]
 
     def table(self) -> str:
         """One line per owned live job, for the task log."""
@@ -189,6 +196,7 @@ class SweepReport:
                     "task_state": v.facts.owner_state,
                     "reason": v.reason,
                     "outcome": v.outcome,
+                    "error": v.error,
                 }
                 for v in self.orphans
             ],
@@ -253,8 +261,7 @@ def sweep(
         outcomes = hook.cancel_batches([v.batch_id for v in orphans], max_workers=max_workers)
         by_id = {outcome["batch_id"]: outcome for outcome in outcomes}
         for verdict in orphans:
-            outcome = by_id[verdict.batch_id]
-            verdict.outcome = outcome["outcome"] if outcome["error"] is None else f"error: {outcome['error']}"
+            verdict.outcome, verdict.error = by_id[verdict.batch_id]["outcome"], by_id[verdict.batch_id]["error"]
     for verdict in report.verdicts:
         verdict.outcome = verdict.outcome or "kept"
     return report

@@ -22,8 +22,8 @@ import pytest
 from airflow_provider_dli.emulator import DLIEmulator
 from airflow_provider_dli.hooks.dli import DLIHook
 from airflow_provider_dli.operators.dli import DLIOrphanSweepOperator
-from airflow_provider_dli.ownership import OWNER_CONF_KEY, JobOwner, owner_of
-from airflow_provider_dli.sweeper import ACTIVE, DECISION_TABLE, FAILED, Facts, decide, live_batches
+from airflow_provider_dli.ownership import OWNER_CONF_KEY, JobOwner, instance_id, owner_of
+from airflow_provider_dli.sweeper import ACTIVE, DECISION_TABLE, FAILED, Facts, decide, live_batches, sweep
 from tests.airflow_cli import AIRFLOW, REPO, AirflowHome
 from tests.conftest import SUBMIT_BODY, state_polls, wait_until
 
@@ -111,6 +111,15 @@ def test_owner_comes_back_exactly_from_a_listing(hook: DLIHook) -> None:
 )
 def test_jobs_without_a_well_formed_owner_belong_to_nobody(req_body: str | None) -> None:
     assert owner_of({"id": "x", "req_body": req_body}) is None
+
+
+def test_instance_id_comes_from_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert instance_id() == "airflow"
+    monkeypatch.setenv("AIRFLOW__DLI__INSTANCE_ID", "prod-eu")
+    assert instance_id() == "prod-eu"
+    monkeypatch.setenv("AIRFLOW__DLI__INSTANCE_ID", "prod eu")
+    with pytest.raises(ValueError, match=r"\[dli\] instance_id must be 1 to 64 letters"):
+        instance_id()
 
 
 def test_operator_arguments_are_checked() -> None:
@@ -201,13 +210,6 @@ def test_one_sweep_cancels_every_orphan_and_no_healthy_job(
     }
     healthy = set(dli.jobs) - orphans
 
-    dry_run = run_dag(airflow_home, "dli_test_sweeper_dry_run", dli)
-    assert dry_run.returncode == 0, dry_run.stdout[-3000:] + dry_run.stderr[-3000:]
-    listed = sweep_result(airflow_home, "dli_test_sweeper_dry_run")
-    assert {orphan["batch_id"] for orphan in listed["orphans"]} == orphans
-    assert {orphan["outcome"] for orphan in listed["orphans"]} == {"listed"}
-    assert dli.cancel_events == []
-
     swept = run_dag(airflow_home, "dli_test_sweeper", dli)
     assert swept.returncode == 0, swept.stdout[-3000:] + swept.stderr[-3000:]
     result = sweep_result(airflow_home, "dli_test_sweeper")
@@ -261,3 +263,54 @@ def test_a_listing_without_req_body_falls_back_to_each_jobs_details(running_jobs
     # One listing (the server ignored the state filter, so it held every job), then the details of the one
     # job whose name says this provider may own it.
     assert sent == [("GET", "batches"), ("GET", owned["id"])]
+
+
+class RecordedAirflow:
+    """Airflow's answers to the sweeper's Task SDK calls, in the execution API's format, for tests of what
+    the sweep does with DLI (the calls themselves run for real in the DAG-run tests above)."""
+
+    def __init__(self, task_states: dict[str, dict[str, dict[str, str]]]) -> None:
+        self.task_states = task_states
+
+    def get_task_states(
+        self,
+        dag_id: str,
+        *,
+        map_index: int | None = None,
+        task_ids: list[str] | None = None,
+        run_ids: list[str] | None = None,
+    ) -> dict[str, Any]:
+        runs = self.task_states.get(dag_id, {})
+        return {run_id: states for run_id, states in runs.items() if run_ids is None or run_id in run_ids}
+
+    def get_dr_count(self, dag_id: str, *, run_ids: list[str] | None = None, states: list[str] | None = None) -> int:
+        return 0
+
+    def get_dagrun_state(self, dag_id: str, run_id: str) -> str:
+        return "running"
+
+
+def test_a_cancel_that_fails_is_reported_and_retried_by_the_next_sweep(
+    dli_emulator: DLIEmulator, hook: DLIHook
+) -> None:
+    failed_owner = JobOwner("airflow", "d", "r1", "t", -1, 1, True, False)
+    running_owner = JobOwner("airflow", "d", "r2", "t", -1, 1, True, False)
+    orphan = hook.create_batch({**SUBMIT_BODY, "conf": {OWNER_CONF_KEY: failed_owner.conf_value()}})["id"]
+    hook.create_batch({**SUBMIT_BODY, "conf": {OWNER_CONF_KEY: running_owner.conf_value()}})
+    airflow = RecordedAirflow({"d": {"r1": {"t": "failed"}, "r2": {"t": "running"}}})
+    options: dict[str, Any] = {"instance_id": "airflow", "grace_period": timedelta(0)}
+
+    young = sweep(hook, airflow, instance_id="airflow", grace_period=timedelta(minutes=5))
+    assert [v.reason for v in young.verdicts] == ["younger than the grace period"] * 2
+    dry_run = sweep(hook, airflow, list_only=True, **options)
+    assert [(v.batch_id, v.outcome) for v in dry_run.orphans] == [(orphan, "listed")]
+    dli_emulator.add_fault(r"/v2\.0/.*/batches/[^/]+", method="DELETE", status=503, times=None)
+    failed = sweep(hook.__class__(hook.dli_conn_id, retry_limit=0), airflow, **options)
+    assert [(v.batch_id, v.outcome) for v in failed.not_cancelled] == [(orphan, "error")]
+    assert "HTTP 503" in str(failed.result()["orphans"][0]["error"])
+    assert dli_emulator.cancel_events == []
+    dli_emulator.clear_faults()
+    retried = sweep(hook, airflow, **options)
+    assert [(v.batch_id, v.outcome) for v in retried.orphans] == [(orphan, "cancelled")]
+    assert retried.result()["kept"] == 1
+    assert "the task is running" in retried.table()

@@ -599,9 +599,10 @@ class DLIOrphanSweepOperator(BaseOperator):
             " (list_only: nothing cancelled)" if self.list_only else "",
             report.table(),
         )
-        failed = [verdict for verdict in orphans if verdict.outcome.startswith("error")]
+        failed = report.not_cancelled
         if failed:
-            details = "; ".join(f"{verdict.batch_id}: {verdict.outcome}" for verdict in failed)
+            context["ti"].xcom_push(key="return_value", value=report.result())  # what it did, failed or not
+            details = "; ".join(f"{verdict.batch_id}: {verdict.error}" for verdict in failed)
             raise AirflowException(
                 f"{len(failed)} of {len(orphans)} orphaned DLI batch jobs were not cancelled: {details}"
             )

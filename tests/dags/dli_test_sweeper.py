@@ -50,4 +50,3 @@ with DAG("dli_test_sweep_deleted_run", schedule=None, catchup=False):
     DLISubmitBatchOperator(task_id="submit", wait_for_completion=False, **JOB)
 
 sweeper = orphan_sweeper_dag("dli_test_sweeper", schedule=None, grace_period=0)
-dry_run = orphan_sweeper_dag("dli_test_sweeper_dry_run", schedule=None, grace_period=0, list_only=True)
