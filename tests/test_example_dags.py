@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,3 +80,15 @@ def test_cancel_by_id_rejects_a_malformed_id(dli_emulator: DLIEmulator, airflow_
     result = run_example(airflow_home, "example_dli_cancel_batch", dli_emulator, {"batch_id": "../../etc"})
     assert result.returncode != 0
     assert dli_emulator.request_log == []
+
+
+def test_the_sweeper_example_runs(dli_connection: DLIEmulator, airflow_home: AirflowHome) -> None:
+    """The one-line sweeper DAG: a job whose DAG run does not exist is an orphan, but not in its first minutes."""
+    from airflow_provider_dli.ownership import OWNER_CONF_KEY, JobOwner
+
+    owner = JobOwner("airflow", "gone", "manual__2026-01-01T00:00:00+00:00", "submit", -1, 1, True, True)
+    batch_id = DLIHook().create_batch({**SUBMIT_BODY, "conf": {OWNER_CONF_KEY: owner.conf_value()}})["id"]
+    result = run_example(airflow_home, "dli_orphan_sweeper", dli_connection)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert re.search(rf"{batch_id}\s.*kept\s+younger than the grace period", result.stdout + result.stderr)
+    assert dli_connection.cancel_events == []
