@@ -24,6 +24,7 @@ from packaging.version import Version
 from airflow_provider_dli._compat import AirflowFailException
 from airflow_provider_dli.emulator import DLIEmulator
 from airflow_provider_dli.hooks.dli import DLIHook
+from airflow_provider_dli.notifications.dli import DLICancelBatchNotifier
 from airflow_provider_dli.operators.dli import DLISubmitBatchOperator
 from airflow_provider_dli.ownership import OWNER_CONF_KEY, JobOwner, owner_of
 from airflow_provider_dli.sensors.dli import DLIBatchSensor
@@ -129,6 +130,28 @@ def test_dag_level_callback_runs_in_the_dag_processor(
     run_in_dag_processor("dag", "dli_test_dag_level_callback", "fail", env, tmp_path)
     assert long_jobs.state_of(batch_id) == "dead"
     assert cancelled_by(long_jobs, batch_id) == "dli_test_dag_level_callback.fail callback"
+
+
+def test_dag_level_callback_cancels_every_live_job_of_the_run(
+    long_jobs: DLIEmulator, airflow_home: AirflowHome, tmp_path: Path
+) -> None:
+    """The README's backstop, ``DLICancelBatchNotifier(this_dag_run=True)``: one listing, every live job of
+    this run cancelled, and nobody else's job."""
+    other = str(DLIHook().create_batch({**SUBMIT_BODY, "name": "airflow.dli_test_dag_run_wide_callback.other.x"})["id"])
+    result = run_dag(airflow_home, "dli_test_dag_run_wide_callback", long_jobs)
+    assert result.returncode != 0
+    ours = [batch_id for batch_id in long_jobs.jobs if batch_id != other]
+    assert len(ours) == 2
+    env = airflow_home.env(TEST_DAGS, long_jobs)
+    run_in_dag_processor("dag", "dli_test_dag_run_wide_callback", "fail", env, tmp_path)
+    assert [long_jobs.state_of(batch_id) for batch_id in ours] == ["dead", "dead"]
+    assert {cancelled_by(long_jobs, batch_id) for batch_id in ours} == {"dli_test_dag_run_wide_callback callback"}
+    assert long_jobs.state_of(other) == "running"
+
+
+def test_dag_run_wide_notifier_takes_no_ids() -> None:
+    with pytest.raises(ValueError, match="this_dag_run=True cancels the whole run's jobs"):
+        DLICancelBatchNotifier(this_dag_run=True, source_task_id="submit")
 
 
 def run_in_dag_processor(kind: str, dag_id: str, task_id: str, env: dict[str, str], tmp_path: Path) -> None:

@@ -2,6 +2,10 @@
 
 Callbacks run on the worker after an exception or ``execution_timeout``, and in the DAG processor after a
 killed task or a missed heartbeat; both give a context whose ``ti`` can pull XCom, so one code path serves.
+
+A DAG-level ``on_failure_callback=DLICancelBatchNotifier(this_dag_run=True)`` runs in the DAG processor
+whenever the run fails, however its tasks ended; it is the backstop for the path where a task process is
+killed on its own (the OOM killer's way) and Airflow runs no task callback at all.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ class DLICancelBatchNotifier(BaseNotifier):
         fires. Needed in DAG-level callbacks.
     :param dli_conn_id: the DLI connection (templated).
     :param project_id: overrides the connection's project (templated).
+    :param this_dag_run: instead of ids, cancel every live job that this DAG run's submit operators started
+        (their names start with ``airflow.{dag_id}.{run_id}.``), with one listing and concurrent cancels.
+        Meant for a DAG-level ``on_failure_callback``.
 
     Finding no id is not an error (the submit may have failed before DLI accepted a job): it is logged.
     Ids that the callback cannot cancel raise, and Airflow logs the failure beside the task's own.
@@ -40,18 +47,25 @@ class DLICancelBatchNotifier(BaseNotifier):
         source_task_id: str | None = None,
         dli_conn_id: str = "dli_default",
         project_id: str | None = None,
+        this_dag_run: bool = False,
     ) -> None:
         super().__init__()
+        if this_dag_run and (batch_id is not None or source_task_id is not None):
+            raise ValueError("this_dag_run=True cancels the whole run's jobs: give no batch_id or source_task_id")
         self.batch_id = batch_id
         self.source_task_id = source_task_id
         self.dli_conn_id = dli_conn_id
         self.project_id = project_id
+        self.this_dag_run = this_dag_run
 
     def notify(self, context: Context) -> None:
         from airflow_provider_dli.hooks.dli import DLIHook, cancel_summary
 
         ti = context.get("ti")
         where = f"{ti.dag_id}.{ti.task_id}" if ti is not None else str(context.get("run_id", "DAG"))
+        if self.this_dag_run:
+            self._cancel_dag_run_jobs(context)
+            return
         batch_ids = [self.batch_id] if self.batch_id else self._batch_ids_from_xcom(context)
         if not batch_ids:
             self.log.info("No DLI batch job id found for %s: nothing to cancel", where)
@@ -59,6 +73,27 @@ class DLICancelBatchNotifier(BaseNotifier):
         hook = DLIHook(self.dli_conn_id, project_id=self.project_id, caller=f"{where} callback")
         for batch_id in batch_ids:
             self.log.info("%s (callback of %s)", cancel_summary(hook.cancel_batch(batch_id)), where)
+
+    def _cancel_dag_run_jobs(self, context: Context) -> None:
+        from airflow_provider_dli.hooks.dli import DLIHook
+        from airflow_provider_dli.job_names import dag_run_job_prefix
+        from airflow_provider_dli.states import LIVE_STATES
+
+        dag_id, run_id = context["dag"].dag_id, context["run_id"]  # a DAG callback's context may have no dag_run
+        prefix = dag_run_job_prefix(dag_id, run_id) + "."
+        hook = DLIHook(self.dli_conn_id, project_id=self.project_id, caller=f"{dag_id} callback")
+        ids = [
+            str(batch["id"])
+            for batch in hook.list_batches()
+            if str(batch.get("state", "")).lower() in LIVE_STATES and str(batch.get("name") or "").startswith(prefix)
+        ]
+        outcomes = hook.cancel_batches(ids)
+        for outcome in outcomes:
+            self.log.info("DLI batch job %s: %s", outcome["batch_id"], outcome["outcome"])
+        self.log.info("DAG run %s: %d live DLI batch job(s) found and cancelled", run_id, len(ids))
+        failed = [f"{outcome['batch_id']}: {outcome['error']}" for outcome in outcomes if outcome["outcome"] == "error"]
+        if failed:
+            raise RuntimeError(f"{len(failed)} DLI batch job(s) of the run were not cancelled: {'; '.join(failed)}")
 
     def _batch_ids_from_xcom(self, context: Context) -> list[str]:
         from airflow_provider_dli.hooks.dli import validate_batch_id

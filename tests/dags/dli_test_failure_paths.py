@@ -105,3 +105,17 @@ with DAG("dli_test_notifier_no_id", schedule=None, catchup=False):
         raise ValueError("no job was submitted")
 
     fails_before_submitting()
+
+with DAG(
+    "dli_test_dag_run_wide_callback",
+    schedule=None,
+    catchup=False,
+    on_failure_callback=DLICancelBatchNotifier(this_dag_run=True),
+):
+    from airflow.sdk import task
+
+    @task
+    def fail() -> None:
+        raise ValueError("bad input")
+
+    [DLISubmitBatchOperator(task_id=f"submit_{n}", wait_for_completion=False, **JOB) for n in range(2)] >> fail()
