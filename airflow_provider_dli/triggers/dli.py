@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -18,6 +18,22 @@ from airflow_provider_dli.states import TERMINAL_STATES
 
 if TYPE_CHECKING:
     from airflow_provider_dli.hooks.dli import DLIHook
+
+T = TypeVar("T")
+STATE_CHECK_TIMEOUT = 20.0
+"""Seconds ``on_kill`` waits for the task instance's state before it cancels anyway."""
+
+# Strong references to work that must outlive the coroutine that started it (asyncio keeps only weak ones).
+_BACKGROUND: set[asyncio.Task[Any]] = set()
+_state_reads_ready = False
+"""Whether this triggerer process has made its first Task SDK state read (see ``DLIBatchTrigger.run``)."""
+
+
+def _in_background(coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    task = asyncio.ensure_future(coroutine)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+    return task
 
 
 class DLIBatchTrigger(BaseTrigger):
@@ -30,6 +46,20 @@ class DLIBatchTrigger(BaseTrigger):
     :param cancel_on_kill: cancel the job when a person marks the deferred task failed or success, or
         clears it (``on_kill``, Airflow 3.3+). Never on a triggerer restart or redistribution, which only
         move the wait elsewhere.
+
+    Airflow 3.3 also calls ``on_kill`` when a trigger merely moved: a triggerer that stalled past
+    ``[triggerer] triggerer_health_check_threshold`` and then resumes finds the trigger assigned to another
+    triggerer and reports that as a user action (apache/airflow#73454). So ``on_kill`` first asks Airflow,
+    through the Task SDK, about the task instance: still ``deferred`` with this job's id in its XCom means
+    the trigger is being run elsewhere and the job is left alone. Any other state (failed, success,
+    cleared), or a cleared task already deferred again on a new job, is a person's action and the job is
+    cancelled. When Airflow cannot be asked, it cancels: a job must not outlive its task.
+
+    Two facts of the 3.3 triggerer shape this. It repeats the cancel on every sync (about a second) until the
+    trigger has finished, which would cut ``on_kill`` short: the check and the cancel run shielded, in a task
+    of their own. And the first Task SDK read in a triggerer process builds its in-process execution API,
+    which takes seconds on a small machine: the first trigger in a process makes one read when it starts, so
+    that a person's action is answered in about a second.
     """
 
     def __init__(
@@ -81,6 +111,10 @@ class DLIBatchTrigger(BaseTrigger):
         from airflow_provider_dli.exceptions import DLIError
         from airflow_provider_dli.hooks.dli import cancel_summary
 
+        global _state_reads_ready
+        if not _state_reads_ready and getattr(self, "task_instance", None) is not None:
+            _state_reads_ready = True
+            _in_background(self._task_still_waits_on_this_job())
         try:
             hook = await self._hook()
             while True:
@@ -102,10 +136,50 @@ class DLIBatchTrigger(BaseTrigger):
 
     async def on_kill(self) -> None:
         """A person ended the deferred task: the job must not keep running (Airflow 3.3+ calls this)."""
+        if self.cancel_on_kill:
+            await asyncio.shield(_in_background(self._cancel_unless_moved()))
+
+    async def _cancel_unless_moved(self) -> None:
         from airflow_provider_dli.hooks.dli import cancel_summary
 
-        if not self.cancel_on_kill:
+        if await self._task_still_waits_on_this_job():
+            self.log.info(
+                "The task is still deferred on DLI batch job %s: this trigger only moved to another triggerer, "
+                "which watches the job now; not cancelling it",
+                self.batch_id,
+            )
             return
         hook = await self._hook(timeout=(2.0, 5.0), retry_limit=1, retry_delay=0.2)
         self.log.info("The deferred task was ended by a person: cancelling DLI batch job %s", self.batch_id)
         self.log.info("%s", cancel_summary(await asyncio.to_thread(hook.cancel_batch, self.batch_id)))
+
+    async def _task_still_waits_on_this_job(self) -> bool:
+        """Whether the task instance is still deferred on this job, read through the Task SDK from inside the
+        triggerer: its state, then (a cleared task may already be deferred again, in a new try with a new
+        job) the job id in its XCom. False when either cannot be read."""
+        ti = getattr(self, "task_instance", None)
+        if ti is None:
+            return False
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self._read_task, ti), timeout=STATE_CHECK_TIMEOUT)
+        except Exception:
+            self.log.warning("Could not read the state of task %s: cancelling to be safe", ti.task_id, exc_info=True)
+            return False
+
+    def _read_task(self, ti: Any) -> bool:
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+        from airflow.sdk.execution_time.xcom import XCom
+
+        from airflow_provider_dli.operators.dli import XCOM_BATCH_ID
+
+        mapped = ti.map_index is not None and ti.map_index >= 0
+        states = RuntimeTaskInstance.get_task_states(
+            dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id], map_index=ti.map_index if mapped else None
+        )
+        key = f"{ti.task_id}_{ti.map_index}" if mapped else ti.task_id
+        if states.get(ti.run_id, {}).get(key) != "deferred":
+            return False
+        batch_id = XCom.get_one(
+            key=XCOM_BATCH_ID, dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=ti.map_index
+        )
+        return bool(batch_id == self.batch_id)
