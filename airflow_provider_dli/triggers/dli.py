@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Coroutine
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from airflow import __version__ as airflow_version
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+from packaging.version import Version
 
 from airflow_provider_dli.states import TERMINAL_STATES
 
@@ -20,6 +23,9 @@ if TYPE_CHECKING:
     from airflow_provider_dli.hooks.dli import DLIHook
 
 T = TypeVar("T")
+READS_TASK_STATE = Version(airflow_version).release >= (3, 3)
+"""Airflow 3.3 calls ``on_kill`` (and on a redistribution too), and its triggerer answers Task SDK calls
+made from worker threads; the 3.1 triggerer would read the answer on the wrong event loop."""
 STATE_CHECK_TIMEOUT = 20.0
 """Seconds ``on_kill`` waits for the task instance's state before it cancels anyway."""
 
@@ -112,9 +118,9 @@ class DLIBatchTrigger(BaseTrigger):
         from airflow_provider_dli.hooks.dli import cancel_summary
 
         global _state_reads_ready
-        if not _state_reads_ready and getattr(self, "task_instance", None) is not None:
+        if READS_TASK_STATE and not _state_reads_ready and getattr(self, "task_instance", None) is not None:
             _state_reads_ready = True
-            _in_background(self._task_still_waits_on_this_job())
+            _in_background(self._warm_up_task_sdk())
         try:
             hook = await self._hook()
             while True:
@@ -158,13 +164,18 @@ class DLIBatchTrigger(BaseTrigger):
         triggerer: its state, then (a cleared task may already be deferred again, in a new try with a new
         job) the job id in its XCom. False when either cannot be read."""
         ti = getattr(self, "task_instance", None)
-        if ti is None:
+        if ti is None or not READS_TASK_STATE:
             return False
         try:
             return await asyncio.wait_for(asyncio.to_thread(self._read_task, ti), timeout=STATE_CHECK_TIMEOUT)
         except Exception:
             self.log.warning("Could not read the state of task %s: cancelling to be safe", ti.task_id, exc_info=True)
             return False
+
+    async def _warm_up_task_sdk(self) -> None:
+        """One read that builds the triggerer's in-process execution API, so that on_kill's reads are quick."""
+        with suppress(Exception):
+            await asyncio.to_thread(self._read_task, self.task_instance)
 
     def _read_task(self, ti: Any) -> bool:
         from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance

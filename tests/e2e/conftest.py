@@ -1,7 +1,8 @@
 """One real Airflow deployment for the whole end-to-end suite, and the figures it measured.
 
-The deployment (see :mod:`tests.e2e.deployment`) starts once per session, on first use, and every scenario
-runs its own DAG runs in it; a scenario that changes the deployment (restarts or adds a triggerer) puts it
+The deployment (see :mod:`tests.e2e.deployment`) starts once for this package, on first use, and stops after
+its last test (it would only load the machine while the rest of the suite runs); every scenario runs its own
+DAG runs in it; a scenario that changes the deployment (restarts or adds a triggerer) puts it
 back as it found it. Each scenario records the time from its action to the DELETE that DLI received, and
 the session prints them at the end: measured, never asserted.
 """
@@ -58,13 +59,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def e2e_emulator() -> Iterator[DLIEmulator]:
     with DLIEmulator(starting_seconds=0.2, running_seconds=JOB_SECONDS) as emulator:
         yield emulator
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def airflow_deployment(tmp_path_factory: pytest.TempPathFactory, e2e_emulator: DLIEmulator) -> Iterator[Deployment]:
     """api-server, scheduler (LocalExecutor), dag-processor and triggerer, with the e2e DAGs parsed."""
     deployment = Deployment(tmp_path_factory.mktemp("e2e-airflow"), DAGS, e2e_emulator)
