@@ -59,10 +59,10 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
             "examples": ["https://iam.eu-de.otc.t-systems.com", "https://iam.eu-nl.otc.t-systems.com"],
         },
     },
-    "token_cache": {
-        "label": "IAM token cache",
+    "login_cache": {
+        "label": "IAM login cache",
         "description": "For auth_type 'password'. disk (default): one token shared by this machine's processes, "
-        "in a private folder ([dli] token_cache_path). memory: each process logs in for itself.",
+        "in a private folder ([dli] login_cache_path). memory: each process logs in for itself.",
         "schema": {"type": ["string", "null"], "enum": ["disk", "memory", None], "default": "disk"},
     },
     "security_token": {
@@ -124,17 +124,17 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "prod-eu",
                         "default": "airflow",
                     },
-                    "token_cache": {
+                    "login_cache": {
                         "description": "disk: share one IAM token per connection between this machine's "
                         "processes (every Airflow task runs in a process of its own), through files in "
-                        "token_cache_path. memory: keep tokens in each process only. A connection's extra "
-                        "'token_cache' can also choose memory.\n",
+                        "login_cache_path. memory: keep tokens in each process only. A connection's extra "
+                        "'login_cache' can also choose memory.\n",
                         "version_added": "0.1.0",
                         "type": "string",
                         "example": "memory",
                         "default": "disk",
                     },
-                    "token_cache_path": {
+                    "login_cache_path": {
                         "description": "An absolute path to the private folder (mode 700) of the token files. "
                         "Empty: ~/.cache/airflow-provider-dli/iam-tokens ($XDG_CACHE_HOME on Linux, "
                         "~/Library/Caches on macOS).\n",

@@ -371,7 +371,7 @@ class TokenStore:
             folder.usable = False
         log.warning(
             "Not sharing IAM tokens through the folder %s: %s. This process keeps its token in memory only; "
-            "fix or remove the folder, or turn the disk cache off ([dli] token_cache = memory)",
+            "fix or remove the folder, or turn the disk cache off ([dli] login_cache = memory)",
             folder.path,
             problem,
         )

@@ -243,7 +243,7 @@ LOGINS = 200
 def password_connection(dli: Emulator, cache: str = "disk") -> dict[str, Any]:
     extra = dict(dli.connection["extra"], auth_type="password", domain_name="emulator", iam_endpoint=dli.url)
     if cache != "disk":  # the default
-        extra["token_cache"] = cache
+        extra["login_cache"] = cache
     return dict(dli.connection, login="airflow", password="emulator-password", extra=extra)
 
 
@@ -296,13 +296,13 @@ def bench_tokens(rows: list[Row]) -> None:
 
     # A folder of this run's own: from a cold cache, and never the user's real one. Set before the fork server
     # starts, which passes its environment on to every process.
-    os.environ["AIRFLOW__DLI__TOKEN_CACHE_PATH"] = tempfile.mkdtemp(prefix="dli-bench-tokens-")
+    os.environ["AIRFLOW__DLI__LOGIN_CACHE_PATH"] = tempfile.mkdtemp(prefix="dli-bench-tokens-")
     with emulator() as dli:
         shared = token_requests_of_processes(dli, "disk")
         alone = token_requests_of_processes(dli, "memory")
 
         use_connection(password_connection(dli))
-        os.environ["AIRFLOW__DLI__TOKEN_CACHE_PATH"] = tempfile.mkdtemp(prefix="dli-bench-tokens-")  # cold again
+        os.environ["AIRFLOW__DLI__LOGIN_CACHE_PATH"] = tempfile.mkdtemp(prefix="dli-bench-tokens-")  # cold again
         TOKEN_STORE.clear()
         ids = dli.seed(CALLS)
         before = int(dli.control("GET", "/_emulator/state")["token_requests"])
@@ -320,7 +320,7 @@ def bench_tokens(rows: list[Row]) -> None:
         Row(
             f"IAM token requests of {TOKEN_PROCESSES} fresh processes, one cancel each (password auth)",
             str(shared),
-            f"disk cache off (token_cache: memory): {alone}",
+            f"disk cache off (login_cache: memory): {alone}",
             "",
             "exactly 1",
             shared == 1,

@@ -22,7 +22,7 @@ class AirflowHome:
 
     def env(self, dags_folder: Path, emulator: DLIEmulator | None, **extra: str) -> dict[str, str]:
         env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW")}
-        env["AIRFLOW__DLI__TOKEN_CACHE_PATH"] = os.environ["AIRFLOW__DLI__TOKEN_CACHE_PATH"]  # the test's own
+        env["AIRFLOW__DLI__LOGIN_CACHE_PATH"] = os.environ["AIRFLOW__DLI__LOGIN_CACHE_PATH"]  # the test's own
         env.update(
             AIRFLOW_HOME=str(self.path),
             AIRFLOW__CORE__DAGS_FOLDER=str(dags_folder),

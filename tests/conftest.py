@@ -18,7 +18,7 @@ import pytest
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="dli-test-airflow-home-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 # ... and every process they start away from the user's IAM token cache (each test gets its own folder below).
-os.environ["AIRFLOW__DLI__TOKEN_CACHE_PATH"] = tempfile.mkdtemp(prefix="dli-test-tokens-")
+os.environ["AIRFLOW__DLI__LOGIN_CACHE_PATH"] = tempfile.mkdtemp(prefix="dli-test-tokens-")
 
 from airflow_provider_dli.emulator import DLIEmulator
 from airflow_provider_dli.hooks.dli import DLIHook
@@ -46,7 +46,7 @@ def token_folder(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     """Each test's own IAM token folder (for the hooks and the processes it starts) and an empty in-process cache:
     no test shares a token with another one, or with the user's real cache."""
     folder = tmp_path_factory.mktemp("tokens") / "iam-tokens"
-    monkeypatch.setenv("AIRFLOW__DLI__TOKEN_CACHE_PATH", str(folder))
+    monkeypatch.setenv("AIRFLOW__DLI__LOGIN_CACHE_PATH", str(folder))
     TOKEN_STORE.clear()
     yield folder
     TOKEN_STORE.clear()

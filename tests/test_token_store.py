@@ -123,7 +123,7 @@ def test_processes_starting_together_log_in_once(
 ) -> None:
     dli_emulator.add_fault(r"/v3/auth/tokens", delay=0.5, times=None)  # a slow IAM: the others must wait for it
     processes = 4 if cache == "disk" else 3
-    results = run_together(password_connection(dli_emulator, token_cache=cache), processes)
+    results = run_together(password_connection(dli_emulator, login_cache=cache), processes)
     assert [ok for ok, _, _ in results] == [True] * processes
     assert dli_emulator.counters.token_requests == expected_requests
     assert token_auth_statuses(dli_emulator) == [200] * processes
@@ -183,7 +183,7 @@ def test_files_hold_the_token_and_its_expiry_only(
 def test_a_changed_password_never_reuses_the_old_token(
     dli_emulator: DLIEmulator, make_hook: MakeHook, token_folder: Path, cache: str
 ) -> None:
-    connection = password_connection(dli_emulator, token_cache=cache)
+    connection = password_connection(dli_emulator, login_cache=cache)
     assert make_hook(connection).test_connection()[0]
     wrong = {**connection, "password": "not-the-password"}
     with pytest.raises(DLIAPIError, match="HTTP 401: 401 - The username or password is wrong"):
@@ -289,7 +289,7 @@ def test_a_foreign_folder_is_not_used(
     """Without root, a folder of another user: ``/``, which belongs to root."""
     if os.geteuid() == 0:
         pytest.skip("for root, test_an_untrusted_cache_is_not_read[foreign_folder] covers it")
-    monkeypatch.setenv("AIRFLOW__DLI__TOKEN_CACHE_PATH", "/")
+    monkeypatch.setenv("AIRFLOW__DLI__LOGIN_CACHE_PATH", "/")
     assert make_hook(password_connection(dli_emulator)).test_connection()[0]
     [warning] = warnings_of(caplog)
     assert "the folder belongs to another user" in warning
@@ -304,7 +304,7 @@ def test_a_folder_that_cannot_be_created(
 ) -> None:
     """Like a worker whose home is not writable: the folder's parent is a file."""
     (tmp_path / "not-a-folder").write_text("")
-    monkeypatch.setenv("AIRFLOW__DLI__TOKEN_CACHE_PATH", str(tmp_path / "not-a-folder" / "iam-tokens"))
+    monkeypatch.setenv("AIRFLOW__DLI__LOGIN_CACHE_PATH", str(tmp_path / "not-a-folder" / "iam-tokens"))
     connection = password_connection(dli_emulator)
     for _ in range(3):
         assert make_hook(connection).test_connection()[0]
@@ -337,10 +337,10 @@ def test_the_disk_cache_can_be_turned_off(
     dli_emulator: DLIEmulator, make_hook: MakeHook, token_folder: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
     if where == "config":
-        monkeypatch.setenv("AIRFLOW__DLI__TOKEN_CACHE", "memory")
+        monkeypatch.setenv("AIRFLOW__DLI__LOGIN_CACHE", "memory")
         connection = password_connection(dli_emulator)
     else:
-        connection = password_connection(dli_emulator, token_cache="memory")
+        connection = password_connection(dli_emulator, login_cache="memory")
     for _ in range(3):
         assert make_hook(connection).test_connection()[0]
     assert dli_emulator.counters.token_requests == 1  # the in-process cache still serves
@@ -351,15 +351,15 @@ def test_the_disk_cache_can_be_turned_off(
     ("extra", "env", "message"),
     [
         (
-            {"token_cache": "shared"},
+            {"login_cache": "shared"},
             {},
-            r"the extra 'token_cache' of connection .* must be one of \('disk', 'memory'\)",
+            r"the extra 'login_cache' of connection .* must be one of \('disk', 'memory'\)",
         ),
-        ({}, {"AIRFLOW__DLI__TOKEN_CACHE": "off"}, r"\[dli\] token_cache \(AIRFLOW__DLI__TOKEN_CACHE\) must be one"),
-        ({}, {"AIRFLOW__DLI__TOKEN_CACHE_PATH": "relative/dir"}, r"\[dli\] token_cache_path .* an absolute path"),
+        ({}, {"AIRFLOW__DLI__LOGIN_CACHE": "off"}, r"\[dli\] login_cache \(AIRFLOW__DLI__LOGIN_CACHE\) must be one"),
+        ({}, {"AIRFLOW__DLI__LOGIN_CACHE_PATH": "relative/dir"}, r"\[dli\] login_cache_path .* an absolute path"),
     ],
 )
-def test_bad_token_cache_settings_are_named(
+def test_bad_login_cache_settings_are_named(
     dli_emulator: DLIEmulator,
     make_hook: MakeHook,
     monkeypatch: pytest.MonkeyPatch,
@@ -380,7 +380,7 @@ def test_default_folder_is_under_the_users_cache(
     if sys.platform == "darwin":
         pytest.skip("~/Library/Caches on macOS: this test would write into the user's real cache")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.delenv("AIRFLOW__DLI__TOKEN_CACHE_PATH")
+    monkeypatch.delenv("AIRFLOW__DLI__LOGIN_CACHE_PATH")
     assert make_hook(password_connection(dli_emulator)).test_connection()[0]
     folder = tmp_path / "airflow-provider-dli" / "iam-tokens"
     assert token_store.default_folder() == folder

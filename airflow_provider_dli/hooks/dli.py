@@ -40,7 +40,7 @@ from airflow_provider_dli.token_store import TOKEN_STORE, TokenFolder, TokenSour
 from airflow_provider_dli.transport import MAX_RESPONSE_BYTES, DeadlineAdapter, ResponseTooLarge, deadline, read_body
 
 AUTH_TYPES = ("aksk", "password", "token")
-TOKEN_CACHES = ("disk", "memory")
+LOGIN_CACHES = ("disk", "memory")
 """Where password auth keeps its IAM token: shared by the machine's processes, or in each process only."""
 
 DEFAULT_TIMEOUT = (10.0, 60.0)
@@ -111,7 +111,9 @@ class DLIHook(BaseHook):
 
     :param dli_conn_id: connection of type ``dli``: host = DLI endpoint URL (optional when ``region`` is
         set), login/password = AK/SK or IAM user/password, extras ``project_id``, ``region``, ``auth_type``
-        (``aksk``, ``password``, ``token``), ``domain_name``, ``iam_endpoint``, ``security_token``, ``token``.
+        (``aksk``, ``password``, ``token``), ``domain_name``, ``iam_endpoint``, ``security_token``, ``token``,
+        ``login_cache`` (``disk``: share password auth's IAM token with the machine's other processes, the
+        default; ``memory``: this process only; see :mod:`airflow_provider_dli.token_store`).
     :param project_id: overrides the connection's extra ``project_id``.
     :param region: overrides the connection's extra ``region``.
     :param timeout: seconds, or ``(connect, read)`` seconds, for each request. Whatever the server sends
@@ -281,7 +283,7 @@ class DLIHook(BaseHook):
             tokens = TokenSource(
                 token_key(iam_url, domain, conn.login, project_id, conn.password),
                 self._iam_token_fetch(iam_url, domain, conn.login, project_id, conn.password),
-                _token_folder(option("token_cache"), where),
+                _token_folder(option("login_cache"), where),
                 self._lock_wait,
             )
             auth = TokenAuth(tokens.token)
@@ -787,21 +789,21 @@ def _list_params(filters: Mapping[str, Any]) -> dict[str, Any]:
 
 def _token_folder(extra: str | None, where: str) -> TokenFolder | None:
     """The folder that shares IAM tokens between processes; None when the extra or Airflow's config turns it off."""
-    configured = conf.get("dli", "token_cache", fallback="disk").strip().lower() or "disk"
-    if configured not in TOKEN_CACHES:
+    configured = conf.get("dli", "login_cache", fallback="disk").strip().lower() or "disk"
+    if configured not in LOGIN_CACHES:
         raise ValueError(
-            f"Airflow's option [dli] token_cache (AIRFLOW__DLI__TOKEN_CACHE) must be one of {TOKEN_CACHES}; "
+            f"Airflow's option [dli] login_cache (AIRFLOW__DLI__LOGIN_CACHE) must be one of {LOGIN_CACHES}; "
             f"got {configured!r}"
         )
     chosen = (extra or "disk").lower()
-    if chosen not in TOKEN_CACHES:
-        raise ValueError(f"the extra 'token_cache' of {where} must be one of {TOKEN_CACHES}; got {extra!r}")
+    if chosen not in LOGIN_CACHES:
+        raise ValueError(f"the extra 'login_cache' of {where} must be one of {LOGIN_CACHES}; got {extra!r}")
     if "memory" in (configured, chosen):
         return None
-    path = conf.get("dli", "token_cache_path", fallback="").strip()
+    path = conf.get("dli", "login_cache_path", fallback="").strip()
     if path and not Path(path).expanduser().is_absolute():
         raise ValueError(
-            f"Airflow's option [dli] token_cache_path (AIRFLOW__DLI__TOKEN_CACHE_PATH) must be an absolute path; "
+            f"Airflow's option [dli] login_cache_path (AIRFLOW__DLI__LOGIN_CACHE_PATH) must be an absolute path; "
             f"got {path!r}"
         )
     return TOKEN_STORE.folder(Path(path) if path else None)
