@@ -28,6 +28,7 @@ E2E_DAG_IDS = (
     "dli_e2e_timeout_sync",
     "dli_e2e_timeout_deferred",
     "dli_e2e_retry",
+    "dli_e2e_check_fails",
 )
 JOB_SECONDS = 600.0
 """Jobs run ten minutes: within a scenario only a cancel, or the test (``DLIEmulator.finish``), ends them."""

@@ -84,6 +84,32 @@ def iso_epoch(value: str) -> float:
     return datetime.fromisoformat(value).timestamp()
 
 
+# A task fails
+
+
+def test_exception_in_a_downstream_task(
+    airflow_deployment: Deployment, e2e_emulator: DLIEmulator, measure: list[Measurement]
+) -> None:
+    """The submit task returned at once (``wait_for_completion=False``); the next task fails and its notifier
+    cancels the job that the submit task left running."""
+    dag_id = "dli_e2e_check_fails"
+    run_id = airflow_deployment.trigger(dag_id)
+    prefix = dag_run_job_prefix(dag_id, run_id) + "."
+    [batch_id] = wait_for(lambda: jobs_named(e2e_emulator, prefix), f"the job of {dag_id}/{run_id}")
+    cancelled = first_cancel(e2e_emulator, batch_id)
+    assert caller_of_cancel(e2e_emulator, batch_id) == f"{dag_id}.check callback"  # the check's notifier
+    airflow_deployment.wait_for_task_state(dag_id, run_id, "check", "failed")
+    started = iso_epoch(airflow_deployment.task_instance(dag_id, run_id, "check")["start_date"])
+    measure.append(
+        Measurement(
+            "an exception in a downstream task",
+            "test_exception_in_a_downstream_task",
+            cancelled - started,
+            "(from the failing task's start)",
+        )
+    )
+
+
 # A person's action through the REST API
 
 

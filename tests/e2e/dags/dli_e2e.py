@@ -54,3 +54,12 @@ with plain_dag("dli_e2e_timeout_deferred"):
 
 with plain_dag("dli_e2e_retry"):
     DLISubmitBatchOperator(task_id="submit", retries=1, retry_delay=timedelta(seconds=0), **JOB)
+
+with plain_dag("dli_e2e_check_fails"):
+    from airflow.sdk import task
+
+    @task(on_failure_callback=DLICancelBatchNotifier(source_task_id="submit"))
+    def check() -> None:
+        raise ValueError("the input did not pass the check")
+
+    DLISubmitBatchOperator(task_id="submit", wait_for_completion=False, **JOB) >> check()
