@@ -67,9 +67,22 @@ def e2e_emulator() -> Iterator[DLIEmulator]:
 
 
 @pytest.fixture(scope="package")
-def airflow_deployment(tmp_path_factory: pytest.TempPathFactory, e2e_emulator: DLIEmulator) -> Iterator[Deployment]:
+def e2e_token_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The deployment's IAM token folder ([dli] login_cache_path): never the user's own cache."""
+    return tmp_path_factory.mktemp("e2e-tokens") / "iam-tokens"
+
+
+@pytest.fixture(scope="package")
+def airflow_deployment(
+    tmp_path_factory: pytest.TempPathFactory, e2e_emulator: DLIEmulator, e2e_token_folder: Path
+) -> Iterator[Deployment]:
     """api-server, scheduler (LocalExecutor), dag-processor and triggerer, with the e2e DAGs parsed."""
-    deployment = Deployment(tmp_path_factory.mktemp("e2e-airflow"), DAGS, e2e_emulator)
+    deployment = Deployment(
+        tmp_path_factory.mktemp("e2e-airflow"),
+        DAGS,
+        e2e_emulator,
+        extra_config={"DLI__LOGIN_CACHE_PATH": str(e2e_token_folder)},
+    )
     with deployment:
         _current.append(deployment)
         try:
