@@ -5,6 +5,10 @@ its last test (it would only load the machine while the rest of the suite runs);
 DAG runs in it; a scenario that changes the deployment (restarts or adds a triggerer) puts it
 back as it found it. Each scenario records the time from its action to the DELETE that DLI received, and
 the session prints them at the end: measured, never asserted.
+
+A new scenario: put its DAG in ``dags/`` (and its id in ``E2E_DAG_IDS``, so that start-up waits for it to be
+parsed), take the fixtures ``airflow_deployment`` and ``e2e_emulator``, trigger a run of its own and wait for
+events (``Deployment.wait_for_task_state``, ``tests.e2e.deployment.wait_for`` on what the emulator saw).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ E2E_DAG_IDS = (
     "dli_e2e_timeout_deferred",
     "dli_e2e_retry",
     "dli_e2e_check_fails",
+    "dli_e2e_kill_switch",
 )
 JOB_SECONDS = 600.0
 """Jobs run ten minutes: within a scenario only a cancel, or the test (``DLIEmulator.finish``), ends them."""

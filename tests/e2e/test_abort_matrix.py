@@ -191,6 +191,25 @@ def test_sigkill_of_the_task_process_alone(
     )
 
 
+def test_sigkill_of_the_task_process_alone_with_a_kill_switch_task(
+    airflow_deployment: Deployment, e2e_emulator: DLIEmulator, measure: list[Measurement]
+) -> None:
+    """The other mechanism that runs after an OOM kill: a kill-switch task with ``trigger_rule="one_failed"``."""
+    run = start_waiting(airflow_deployment, e2e_emulator, "dli_e2e_kill_switch")
+    acted = time.time()
+    airflow_deployment.kill(airflow_deployment.task_pid(run.dag_id, run.run_id, TASK))
+    cancelled = first_cancel(e2e_emulator, run.batch_id)
+    assert caller_of_cancel(e2e_emulator, run.batch_id) == "dli_e2e_kill_switch.kill_switch"
+    airflow_deployment.wait_for_task_state(run.dag_id, run.run_id, "kill_switch", "success")
+    measure.append(
+        Measurement(
+            "SIGKILL of the task process alone, with a kill-switch task",
+            "test_sigkill_of_the_task_process_alone_with_a_kill_switch_task",
+            cancelled - acted,
+        )
+    )
+
+
 def test_sigkill_of_the_supervisor_alone(
     airflow_deployment: Deployment, e2e_emulator: DLIEmulator, measure: list[Measurement]
 ) -> None:

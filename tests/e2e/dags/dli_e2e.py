@@ -63,3 +63,10 @@ with plain_dag("dli_e2e_check_fails"):
         raise ValueError("the input did not pass the check")
 
     DLISubmitBatchOperator(task_id="submit", wait_for_completion=False, **JOB) >> check()
+
+with plain_dag("dli_e2e_kill_switch"):
+    from airflow_provider_dli.operators.dli import DLICancelBatchOperator
+
+    DLISubmitBatchOperator(task_id="submit", **JOB) >> DLICancelBatchOperator(
+        task_id="kill_switch", this_dag_run=True, trigger_rule="one_failed"
+    )
