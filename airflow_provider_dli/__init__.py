@@ -63,7 +63,12 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "label": "IAM login cache",
         "description": "For auth_type 'password'. disk (default): one token shared by this machine's processes, "
         "in a private folder ([dli] login_cache_path). memory: each process logs in for itself.",
-        "schema": {"type": ["string", "null"], "enum": ["disk", "memory", None], "default": "disk"},
+        "schema": {
+            "type": ["string", "null"],
+            "enum": ["disk", "memory"],
+            "values_display": {"disk": "disk: one token per machine", "memory": "memory: one token per process"},
+            "default": "disk",
+        },
     },
     "security_token": {
         "label": "Security token",
