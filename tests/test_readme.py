@@ -1,8 +1,9 @@
 """Every code block of the README runs as written, so the docs cannot drift from the code.
 
 - ``python``: the block becomes the body of ``with DAG(...)`` in a DAG file. The file runs as a script (so a
-  block that is a script, e.g. the emulator example, runs its own asserts); if the block made tasks, the DAG
-  then runs with ``airflow dags test`` against the emulator and must succeed. A job is finished (``success``)
+  block that is a script, e.g. the emulator example, runs its own asserts); every DAG with tasks that the file
+  made (the block may open a DAG of its own) then runs with ``airflow dags test`` against the emulator and must
+  succeed. A job is finished (``success``)
   once its task polls its state, so nothing races a job's lifetime.
 - ``bash``/``sh``: the block runs in bash, offline, with ``dli-emulator`` and ``airflow`` on the PATH; every
   ``AIRFLOW_CONN_*`` it exports must then be a connection that DLIHook accepts (checked without a request).
@@ -156,24 +157,33 @@ def run_server(block: Block, home: AirflowHome, tmp_path: Path) -> None:
             process.wait()
 
 
+# Run as a script, the DAG file prints the DAGs it made (a block may open a DAG of its own) and their tasks.
+TRAILER = """
+if __name__ == "__main__":
+    import gc
+    import json
+
+    print(json.dumps({d.dag_id: len(d.tasks) for d in gc.get_objects() if isinstance(d, DAG)}))
+"""
+
+
 def run_python(block: Block, home: AirflowHome, tmp_path: Path, emulator: DLIEmulator) -> None:
     dag_id = f"readme_{block.id.replace('-', '_')}"
     dag_file = tmp_path / f"{dag_id}.py"
     dag_file.write_text(
         "from airflow.sdk import DAG\n\n"
-        f"with DAG(dag_id={dag_id!r}, schedule=None) as dag:\n"
-        + textwrap.indent(block.code, "    ")
-        + '\nif __name__ == "__main__":\n    print("tasks:", len(dag.tasks))\n'
+        f"with DAG(dag_id={dag_id!r}, schedule=None) as dag:\n" + textwrap.indent(block.code, "    ") + TRAILER
     )
     env = home.env(tmp_path, emulator)
     script = subprocess.run(
         [sys.executable, str(dag_file)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False
     )
     assert script.returncode == 0, f"README line {block.line}:\n{script.stderr[-3000:]}"
-    if script.stdout.strip().splitlines()[-1] == "tasks: 0":
-        return
-    run = home.run("dags", "test", dag_id, dags_folder=tmp_path, emulator=emulator)
-    assert run.returncode == 0, f"README line {block.line}:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+    dags = json.loads(script.stdout.strip().splitlines()[-1])
+    for made, tasks in dags.items():
+        if tasks:
+            run = home.run("dags", "test", made, dags_folder=tmp_path, emulator=emulator)
+            assert run.returncode == 0, f"README line {block.line}:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
     assert all(emulator.state_of(batch_id) not in LIVE_STATES for batch_id in emulator.jobs)
 
 
