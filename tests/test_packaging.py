@@ -145,7 +145,7 @@ def test_sdist_carries_a_complete_runnable_test_tree(release: Release) -> None:
     )
     collected = [line for line in output.splitlines() if "::" in line]
     assert any(line.startswith("tests/test_packaging.py::") for line in collected)
-    assert len({line.split("::")[0] for line in collected}) == len(list((REPO / "tests").glob("test_*.py")))
+    assert len({line.split("::")[0] for line in collected}) == len(list((REPO / "tests").rglob("test_*.py")))
 
 
 @pytest.fixture(scope="module")
