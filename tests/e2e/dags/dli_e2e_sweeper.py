@@ -1,0 +1,53 @@
+"""DAGs for the orphan sweeper's chaos measurement on a running deployment: runs that leave orphans behind
+every known way, runs whose jobs are healthy, and the sweeper itself (one sweep, on demand)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import DAG, task
+
+from airflow_provider_dli.notifications.dli import DLICancelBatchNotifier
+from airflow_provider_dli.operators.dli import DLISubmitBatchOperator
+from airflow_provider_dli.sweeper import orphan_sweeper_dag
+
+JOB: dict[str, Any] = {"file": "obs://bucket/app.jar", "class_name": "com.example.App", "poll_interval": 0.5}
+
+
+def chaos_dag(dag_id: str) -> DAG:
+    return DAG(dag_id, schedule=None, catchup=False, max_active_runs=4)
+
+
+# A check fails and its callback's DELETE cannot reach DLI.
+with chaos_dag("dli_e2e_sweep_unreachable_callback"):
+
+    @task(on_failure_callback=DLICancelBatchNotifier(source_task_id="submit"))
+    def check() -> None:
+        raise ValueError("bad input")
+
+    DLISubmitBatchOperator(task_id="submit", wait_for_completion=False, **JOB) >> check()
+
+# The task process is SIGKILLed (the OOM killer) while its supervisor lives: no callback runs anywhere.
+with chaos_dag("dli_e2e_sweep_oom"):
+    DLISubmitBatchOperator(task_id="submit", on_failure_callback=DLICancelBatchNotifier(), **JOB)
+
+# A DAG without any notifier: its run fails and nothing cancels its fire-and-forget job.
+with chaos_dag("dli_e2e_sweep_no_notifier"):
+
+    @task
+    def fail() -> None:
+        raise ValueError("bad input")
+
+    DLISubmitBatchOperator(task_id="submit", wait_for_completion=False, **JOB) >> fail()
+
+# Healthy: waiting in the worker, deferred in the triggerer, fire-and-forget of a successful run.
+with chaos_dag("dli_e2e_sweep_waiting"):
+    DLISubmitBatchOperator(task_id="submit", **JOB)
+
+with chaos_dag("dli_e2e_sweep_deferred"):
+    DLISubmitBatchOperator(task_id="submit", deferrable=True, **JOB)
+
+with chaos_dag("dli_e2e_sweep_fire_and_forget"):
+    DLISubmitBatchOperator(task_id="submit", wait_for_completion=False, **JOB)
+
+sweeper = orphan_sweeper_dag("dli_e2e_sweeper", schedule=None, grace_period=0)
