@@ -25,7 +25,8 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "label": "Project ID",
         "description": "The ID (not the name) of the project the batch jobs belong to: 32 hex digits, shown "
         "under My Credentials > API Credentials in the console.",
-        "schema": {"type": ["string", "null"], "pattern": "^[A-Za-z0-9]{1,64}$"},
+        # maxLength too: Python's jsonschema searches with re.search, where "$" also matches before a newline.
+        "schema": {"type": ["string", "null"], "pattern": "^[A-Za-z0-9]{1,64}$", "maxLength": 64},
     },
     "region": {
         "label": "Region",

@@ -6,12 +6,12 @@ import re
 
 T_CLOUD_DLI_REGIONS = frozenset({"eu-de"})
 T_CLOUD_IAM_REGIONS = frozenset({"eu-de", "eu-nl"})
-_HUAWEI_REGION = re.compile(r"^[a-z]{2}-[a-z]+-\d{1,3}$")
+_HUAWEI_REGION = re.compile(r"[a-z]{2}-[a-z]+-\d{1,3}")
 _HUAWEI_EU_SOVEREIGN_REGIONS = frozenset({"eu-west-101"})  # served from myhuaweicloud.eu
 
 
 def _huawei_domain(region: str) -> str:
-    if not _HUAWEI_REGION.match(region):
+    if not isinstance(region, str) or not _HUAWEI_REGION.fullmatch(region):
         raise ValueError(
             f"region must be a Huawei Cloud region such as 'cn-north-4' or 'ap-southeast-1', or the "
             f"T Cloud Public region 'eu-de'; got {region!r}"

@@ -86,10 +86,12 @@ def signature(secret_key: str, text: str) -> str:
 
 
 def host_header(url: str) -> str:
-    """``Host`` as an HTTP client sends it: the port only when it is not the scheme's default."""
+    """``Host`` as an HTTP client sends it: the port only when it is not the scheme's default; an IPv6 address
+    in brackets (``[::1]:8080``)."""
     parts = urlsplit(url)
     default_port = {"http": 80, "https": 443}.get(parts.scheme)
     host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
     return host if parts.port in (None, default_port) else f"{host}:{parts.port}"
 
 

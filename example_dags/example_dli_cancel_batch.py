@@ -17,7 +17,12 @@ with DAG(
     dag_id="example_dli_cancel_batch",
     schedule=None,
     catchup=False,
-    params={"batch_id": Param(type="string", pattern=UUID_PATTERN, description="The DLI batch job to cancel")},
+    params={
+        # The lengths too: Param checks the pattern with re.search, where "$" also matches before a newline.
+        "batch_id": Param(
+            type="string", pattern=UUID_PATTERN, minLength=36, maxLength=36, description="The DLI batch job to cancel"
+        )
+    },
     tags=["example", "dli"],
 ):
     DLICancelBatchOperator(

@@ -143,7 +143,7 @@ def test_operator_filter_form_and_list_only(dli_connection: DLIEmulator) -> None
         ({"batch_id": "x", "list_only": True}, "list_only lists what a filter matches"),
         ({"queue_name": "etl", "states": ["success"]}, "states can only be live states"),
         ({"queue_name": "etl", "states": "running"}, "states must be a non-empty list"),
-        ({"queue_name": "etl", "max_workers": 0}, "max_workers must be a whole number > 0"),
+        ({"queue_name": "etl", "max_workers": 0}, "max_workers must be a whole number from 1 to 32"),
     ],
 )
 def test_operator_arguments_fail_at_dag_parse(kwargs: dict[str, Any], message: str) -> None:

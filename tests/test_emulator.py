@@ -221,7 +221,8 @@ def raw_request(
     host, port = emulator.url.removeprefix("http://").rsplit(":", 1)
     connection = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=10)
     try:
-        connection.putrequest(method, path, skip_accept_encoding=True)
+        own_host = any(name.lower() == "host" for name, _ in headers)
+        connection.putrequest(method, path, skip_host=own_host, skip_accept_encoding=True)
         for name, value in headers:
             connection.putheader(name, value)
         connection.endheaders(body or None)
@@ -496,3 +497,10 @@ def test_the_printed_connection_line_works_when_pasted_into_a_shell(airflow_home
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=10)
+
+
+@pytest.mark.parametrize("host", ["::1:8080", "", "a b", "[::1]:80:80"])
+def test_a_malformed_host_header_is_refused(dli_emulator: DLIEmulator, host: str) -> None:
+    """As by any HTTP server in front of DLI: an IPv6 address in ``Host`` needs its brackets."""
+    status, body = raw_request(dli_emulator, "GET", BATCHES, [("Host", host)])
+    assert (status, body["error_code"]) == (400, "APIGW.0201")

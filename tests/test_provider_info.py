@@ -57,7 +57,7 @@ with DAG("parse_probe", schedule=None, on_failure_callback=DLICancelBatchNotifie
     DLISubmitBatchOperator(task_id="submit", file="obs://b/a.jar", class_name="A")
     DLICancelBatchOperator(task_id="one", batch_id="{{ ti.xcom_pull('submit') }}")
     DLICancelBatchOperator(task_id="run", this_dag_run=True, states=["running"])
-    DLIBatchSensor(task_id="watch", batch_id="x")
+    DLIBatchSensor(task_id="watch", batch_id="{{ ti.xcom_pull('submit') }}")
 print(sorted(m for m in ("requests", "airflow_provider_dli.hooks.dli") if m in sys.modules))
 """
 

@@ -43,6 +43,8 @@ DEFAULT_PASSWORD = "emulator-password"  # noqa: S105 - the emulator's own test u
 MAX_CLOCK_SKEW = 15 * 60
 LOCKOUT_FAILURES = 5
 """Failed AK/SK authentications in a row after which the gateway locks the access key (``lockout_seconds``)."""
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~%!$&'()*+,;=-]+)(:[0-9]{1,5})?")
+"""A ``Host`` header (RFC 9110): a name or an IPv4 address, or an IPv6 address in brackets; then the port."""
 MAX_REQUEST_BODY = 12 * 1024 * 1024
 """The API gateway's limit on a request body; a larger one gets 413 ``APIGW.0201``."""
 TERMINAL = frozenset({"success", "dead"})
@@ -703,7 +705,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(emulator, self.record.path, body)
 
     def _read_body(self) -> bytes:
-        """The body that ``Content-Length`` announces; a 4xx, as the gateway answers, for a malformed one."""
+        """The body that ``Content-Length`` announces; a 4xx, as the gateway answers, for a malformed one (or
+        for a malformed ``Host``: an IPv6 address must be in brackets, ``[::1]:8080``)."""
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) != 1 or not _HOST.fullmatch(hosts[0]):
+            raise _Reject(400, "APIGW.0201", "API request error: the Host header is missing or malformed")
         lengths = {value.strip() for value in self.headers.get_all("Content-Length") or []}
         if not lengths:
             return b""

@@ -38,6 +38,13 @@ from airflow_provider_dli.states import LIVE_STATES, TERMINAL_STATES
 from airflow_provider_dli.throttle import Throttle, ThrottleTimeout
 from airflow_provider_dli.token_store import TOKEN_STORE, TokenFolder, TokenSource, token_key
 from airflow_provider_dli.transport import MAX_RESPONSE_BYTES, DeadlineAdapter, ResponseTooLarge, deadline, read_body
+from airflow_provider_dli.validation import (
+    BATCH_ID,
+    shown,
+    validate_batch_id,
+    validate_max_workers,
+    validate_project_id,
+)
 
 AUTH_TYPES = ("aksk", "password", "token")
 LOGIN_CACHES = ("disk", "memory")
@@ -58,9 +65,9 @@ MAX_RETRY_AFTER = 60.0
 MAX_THROTTLED_WAIT = 120.0
 """How long one request keeps being sent again while DLI answers 429 (it did nothing, so it is safe)."""
 
-_BATCH_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_PROJECT_ID = re.compile(r"^[A-Za-z0-9]{1,64}$")
-_FORM_TEST_ID = re.compile(r"^[A-Za-z0-9]{8}$")  # airflow.utils.strings.get_random_string()
+_FORM_TEST_ID = re.compile(r"[A-Za-z0-9]{8}")  # airflow.utils.strings.get_random_string()
+_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
+"""What a key or token that travels in a header may hold: no whitespace, no control or non-ASCII characters."""
 
 
 class BulkCancelOutcome(TypedDict):
@@ -83,16 +90,6 @@ def cancel_summary(result: CancelResult) -> str:
     if result["cancelled"]:
         return f"Cancelled DLI batch job {result['batch_id']}"
     return f"DLI batch job {result['batch_id']} had already finished ({result['state']}): nothing to cancel"
-
-
-def validate_batch_id(batch_id: object, field: str = "batch_id") -> str:
-    """Return ``batch_id`` if it is a DLI batch id (a UUID); else a ValueError naming ``field``."""
-    if isinstance(batch_id, str) and _BATCH_ID.match(batch_id):
-        return batch_id
-    shown = repr(batch_id) if len(repr(batch_id)) <= 80 else repr(batch_id)[:77] + "..."
-    raise ValueError(
-        f"{field} must be a DLI batch job id, a UUID such as '0a324461-d9d9-45da-a52a-3b3c7a3d809e'; got {shown}"
-    )
 
 
 @dataclass(frozen=True)
@@ -154,15 +151,19 @@ class DLIHook(BaseHook):
         super().__init__()
         if isinstance(retry_limit, bool) or not isinstance(retry_limit, int) or retry_limit < 0:
             raise ValueError(f"retry_limit must be a whole number >= 0; got {retry_limit!r}")
-        if not isinstance(retry_delay, int | float) or retry_delay < 0:
+        if not _seconds(retry_delay) or retry_delay < 0:
             raise ValueError(f"retry_delay must be a number of seconds >= 0; got {retry_delay!r}")
         timeouts = timeout if isinstance(timeout, tuple) else (timeout, timeout)
-        if len(timeouts) != 2 or not all(isinstance(t, int | float) and t > 0 for t in timeouts):
+        if len(timeouts) != 2 or not all(_seconds(t) and t > 0 for t in timeouts):
             raise ValueError(f"timeout must be seconds > 0, or a (connect, read) pair of them; got {timeout!r}")
         if deadline is not None and (
             isinstance(deadline, bool) or not isinstance(deadline, int | float) or deadline <= 0
         ):
             raise ValueError(f"deadline must be a number of seconds > 0, or None; got {deadline!r}")
+        if project_id is not None and project_id != "":  # blank, like None: the connection's project
+            validate_project_id(project_id, "the project_id argument")
+        if region is not None and not isinstance(region, str):
+            raise ValueError(f"region must be a string such as 'eu-de'; got {shown(region)}")
         self.dli_conn_id = dli_conn_id
         self.project_id_override = project_id
         self.region_override = region
@@ -220,28 +221,38 @@ class DLIHook(BaseHook):
         conn = self._connection or self.get_connection(self.dli_conn_id)
         extra = conn.extra_dejson
 
+        where = self._connection_label
+        if not isinstance(extra, dict):
+            raise ValueError(f"the extra of {where} must be a JSON object; got a {type(extra).__name__}")
+
         def option(name: str) -> str | None:
             """An extra by its name or its legacy ``extra__dli__<name>`` spelling; blank counts as unset."""
             value = extra.get(name, extra.get(f"extra__{CONN_TYPE}__{name}"))
             if value is None:
                 return None
-            return str(value).strip() or None
+            if not isinstance(value, str):  # never shown: it may be a secret
+                raise ValueError(f"the extra {name!r} of {where} must be a string; got a {type(value).__name__}")
+            return value.strip() or None
 
-        where = self._connection_label
+        def header_safe(value: str, what: str) -> str:
+            """``value`` when it can travel in a header; else an error that names ``what`` but never shows it."""
+            if not _VISIBLE_ASCII.fullmatch(value):
+                raise ValueError(
+                    f"{what} of {where} contains whitespace, a control character or a non-ASCII character; "
+                    "copy it again from its source"
+                )
+            return value
+
         project_id = self.project_id_override or option("project_id")
         if not project_id:
             raise ValueError(
                 f"project_id is missing: pass project_id= to the hook or operator, or set the extra "
                 f"'project_id' of {where}"
             )
-        if not _PROJECT_ID.match(project_id):
-            raise ValueError(
-                f"project_id must be up to 64 letters and digits (from the project_id argument or the "
-                f"extra 'project_id' of {where}); got {project_id!r}"
-            )
+        validate_project_id(project_id, f"from the project_id argument or the extra 'project_id' of {where}")
         region = self.region_override or option("region")
         if conn.host:
-            endpoint = _url_from_host(conn.host, conn.port)
+            endpoint = _url_from_host(conn.host, conn.port, f"the host of {where}")
         elif region:
             endpoint = dli_endpoint(region)
         else:
@@ -255,34 +266,42 @@ class DLIHook(BaseHook):
         tokens: TokenSource | None = None
         auth: AuthBase
         if auth_type == "aksk":
-            if not conn.login or not conn.password:
+            if conn.password:
+                mask_secret(conn.password)
+            # A key pasted with a newline or spaces around it: what was meant is clear.
+            access_key, secret_key = (conn.login or "").strip(), (conn.password or "").strip()
+            if not access_key or not secret_key:
                 raise ValueError(
                     f"auth_type 'aksk' needs the access key ID as login and the secret access key as "
                     f"password of {where}"
                 )
+            mask_secret(secret_key)
             security_token = option("security_token")
-            mask_secret(conn.password)
             if security_token:
                 mask_secret(security_token)
-            auth = AKSKAuth(conn.login, conn.password, security_token)
+                header_safe(security_token, "the extra 'security_token'")
+            header_safe(access_key, "the access key ID (login)")
+            header_safe(secret_key, "the secret access key (password)")
+            auth = AKSKAuth(access_key, secret_key, security_token)
         elif auth_type == "password":
             domain = option("domain_name")
-            if not conn.login or not conn.password or not domain:
+            user = (conn.login or "").strip()
+            if not user or not conn.password or not domain:
                 raise ValueError(
                     f"auth_type 'password' needs the IAM user name as login, the password, and the extra "
                     f"'domain_name' of {where}"
                 )
             iam_url = option("iam_endpoint")
             if iam_url:
-                iam_url = _url_from_host(iam_url, None)
+                iam_url = _url_from_host(iam_url, None, f"the extra 'iam_endpoint' of {where}")
             elif region:
                 iam_url = iam_endpoint(region)
             else:
                 raise ValueError(f"auth_type 'password' needs the extra 'iam_endpoint' or 'region' of {where}")
             mask_secret(conn.password)
             tokens = TokenSource(
-                token_key(iam_url, domain, conn.login, project_id, conn.password),
-                self._iam_token_fetch(iam_url, domain, conn.login, project_id, conn.password),
+                token_key(iam_url, domain, user, project_id, conn.password),
+                self._iam_token_fetch(iam_url, domain, user, project_id, conn.password),
                 _token_folder(option("login_cache"), where),
                 self._lock_wait,
             )
@@ -292,6 +311,7 @@ class DLIHook(BaseHook):
             if not token:
                 raise ValueError(f"auth_type 'token' needs an IAM token in the extra 'token' of {where}")
             mask_secret(token)
+            header_safe(token, "the extra 'token'")
             auth = TokenAuth(lambda: token)
         else:
             raise ValueError(f"the extra 'auth_type' of {where} must be one of {AUTH_TYPES}; got {auth_type!r}")
@@ -526,6 +546,8 @@ class DLIHook(BaseHook):
 
     def create_batch(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Submit a Spark batch job (``POST /batches``); DLI's batch object, with its ``id``."""
+        if not isinstance(body, Mapping):
+            raise ValueError(f"a batch job's body must be a mapping of the create-job API's fields; got {shown(body)}")
         for field in ("file", "className"):
             if not isinstance(body.get(field), str) or not body[field]:
                 raise ValueError(f"a batch job needs '{field}', a non-empty string; got {body.get(field)!r}")
@@ -550,6 +572,9 @@ class DLIHook(BaseHook):
 
     def get_batch_log(self, batch_id: str, *, start: int = 0, size: int = 100) -> tuple[int, list[str]]:
         """Driver log lines ``start`` to ``start + size`` of the job, and how many lines there are in all."""
+        for name, value, low in (("start", start, 0), ("size", size, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be a whole number >= {low}; got {shown(value)}")
         body = self.request(
             "GET",
             f"batches/{validate_batch_id(batch_id)}/log",
@@ -559,6 +584,8 @@ class DLIHook(BaseHook):
 
     def tail_batch_log(self, batch_id: str, lines: int = 50) -> list[str]:
         """The last ``lines`` driver log lines of the job."""
+        if isinstance(lines, bool) or not isinstance(lines, int) or lines < 1:
+            raise ValueError(f"lines must be a whole number >= 1; got {shown(lines)}")
         total, first_page = self.get_batch_log(batch_id, size=lines)
         if total <= lines:
             return first_page
@@ -635,12 +662,13 @@ class DLIHook(BaseHook):
         authentications in a row, for every DAG that uses it; for the same reason the first cancel goes
         alone, so a wrong key or a skewed clock fails once, not once per worker.
         """
+        if isinstance(batch_ids, str | bytes | Mapping) or not isinstance(batch_ids, Iterable):
+            raise ValueError(f"batch_ids must be a list of DLI batch job ids; got {shown(batch_ids)}")
         ids = list(dict.fromkeys(batch_ids))
-        bad = [repr(batch_id) for batch_id in ids if not isinstance(batch_id, str) or not _BATCH_ID.match(batch_id)]
+        bad = [shown(batch_id) for batch_id in ids if not isinstance(batch_id, str) or not BATCH_ID.fullmatch(batch_id)]
         if bad:
             raise ValueError(f"batch_ids must be DLI batch job ids (UUIDs); not: {', '.join(bad[:5])}")
-        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or not 1 <= max_workers <= 32:
-            raise ValueError(f"max_workers must be a whole number from 1 to 32; got {max_workers!r}")
+        validate_max_workers(max_workers)
 
         refused: list[DLIAPIError] = []  # the first refusal of the credentials stops every other request
 
@@ -745,7 +773,7 @@ def _is_form_test_id(conn_id: str) -> bool:
     """True for the throwaway id under which Airflow's Test button tests a form: 8 random letters and digits,
     defined only for the test by an ``AIRFLOW_CONN_*`` variable. Naming it would send the user looking for a
     connection they never made, so errors then say "this connection"."""
-    return bool(_FORM_TEST_ID.match(conn_id)) and f"AIRFLOW_CONN_{conn_id.upper()}" in os.environ
+    return bool(_FORM_TEST_ID.fullmatch(conn_id)) and f"AIRFLOW_CONN_{conn_id.upper()}" in os.environ
 
 
 LIST_FILTERS = {
@@ -809,13 +837,29 @@ def _token_folder(extra: str | None, where: str) -> TokenFolder | None:
     return TOKEN_STORE.folder(Path(path) if path else None)
 
 
-def _url_from_host(host: str, port: int | None) -> str:
-    """A base URL from a connection host: https unless a scheme is given; the port field when set."""
+def _url_from_host(host: str, port: int | None, where: str) -> str:
+    """A base URL from a connection host: https unless a scheme is given; the port field when set.
+
+    A user name or password in the URL (``https://user:secret@host``) is refused without being shown: it
+    would be sent to DLI and printed in every error message. A bare IPv6 address gets its brackets.
+    """
     url = host.strip().rstrip("/")
-    parts = urlsplit(url if "://" in url else f"https://{url}")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"the DLI endpoint must be an http:// or https:// URL; got {host!r}")
-    netloc = f"{parts.netloc}:{port}" if port and parts.port is None else parts.netloc
+    if "://" not in url and url.count(":") > 1 and not url.startswith("["):
+        url = f"[{url}]"  # "::1" is an IPv6 address, not a host and a port
+    authority = re.split(r"[/?#]", url.split("://", 1)[-1], maxsplit=1)[0]
+    if "@" in authority:
+        raise ValueError(
+            f"{where} must not hold a user name or password (user:password@host): put the access key or user "
+            "name in the connection's login and the secret in its password"
+        )
+    try:
+        parts = urlsplit(url if "://" in url else f"https://{url}")
+        has_port = parts.port is not None
+    except ValueError:  # a bad port or IPv6 literal
+        parts, has_port = None, False
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{where} must be an http:// or https:// URL; got {host!r}")
+    netloc = f"{parts.netloc}:{port}" if port and not has_port else parts.netloc
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
@@ -883,6 +927,11 @@ def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
         seen.add(id(cause))
         pending += [getattr(cause, "reason", None), cause.__cause__, cause.__context__, *cause.args]
     return False
+
+
+def _seconds(value: object) -> bool:
+    """True for a finite number that is not a bool."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _never_reached_server(error: requests.RequestException) -> bool:

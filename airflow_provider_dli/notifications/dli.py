@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseNotifier
 
+from airflow_provider_dli.validation import resolved_later, validate_batch_id
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
@@ -52,6 +54,8 @@ class DLICancelBatchNotifier(BaseNotifier):
         super().__init__()
         if this_dag_run and (batch_id is not None or source_task_id is not None):
             raise ValueError("this_dag_run=True cancels the whole run's jobs: give no batch_id or source_task_id")
+        if batch_id and not resolved_later(batch_id, text=True):
+            validate_batch_id(batch_id)  # a plain id is checked when the DAG file is parsed
         self.batch_id = batch_id
         self.source_task_id = source_task_id
         self.dli_conn_id = dli_conn_id
@@ -96,8 +100,6 @@ class DLICancelBatchNotifier(BaseNotifier):
             raise RuntimeError(f"{len(failed)} DLI batch job(s) of the run were not cancelled: {'; '.join(failed)}")
 
     def _batch_ids_from_xcom(self, context: Context) -> list[str]:
-        from airflow_provider_dli.hooks.dli import validate_batch_id
-
         ti = context.get("ti")
         if ti is None:
             self.log.warning("The callback context has no task instance: pass batch_id= to the notifier")

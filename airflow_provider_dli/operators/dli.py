@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, Protocol
@@ -18,6 +18,14 @@ from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_dli._compat import RETRIES_RECONNECT, AirflowFailException, ResumableJobMixin, conf
 from airflow_provider_dli.states import LIVE_STATES, TERMINAL_STATES
+from airflow_provider_dli.validation import (
+    non_empty_text,
+    resolved_later,
+    shown,
+    validate_batch_id,
+    validate_max_workers,
+    validate_project_id,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -31,7 +39,7 @@ XCOM_BATCH_ID = "dli_batch_id"
 # (an attempt ends after connect + read timeouts in all; every request of the call ends within the deadline).
 ON_KILL_HOOK_OPTIONS: dict[str, Any] = {"timeout": (1.0, 2.0), "retry_limit": 0, "deadline": 4.0}
 
-_MEMORY = re.compile(r"^[1-9]\d*[MmGg]$")
+_MEMORY = re.compile(r"[1-9][0-9]*[MmGg]")
 _SC_TYPES = ("A", "B", "C")
 
 
@@ -62,19 +70,103 @@ def _positive_seconds(name: str, value: object) -> float:
 
 
 def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)  # templated values render as strings
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,18}", value):
+        value = int(value)  # templated values render as strings ("²" is a digit to str.isdigit, not here)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a whole number > 0; got {value!r}")
+        raise ValueError(f"{name} must be a whole number > 0; got {shown(value)}")
     return value
 
 
 def _strings(name: str, value: object) -> list[str]:
     if isinstance(value, str) or not isinstance(value, Sequence):
-        raise ValueError(f"{name} must be a list of strings; got {value!r}")
+        raise ValueError(f"{name} must be a list of strings; got {shown(value)}")
     if not all(isinstance(item, str | int | float) and not isinstance(item, bool) for item in value):
-        raise ValueError(f"{name} must be a list of strings; got {value!r}")
+        raise ValueError(f"{name} must be a list of strings; got {shown(value)}")
     return [str(item) for item in value]
+
+
+def _mapping(name: str, value: object) -> dict[str, Any]:
+    if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+        raise ValueError(f"{name} must be a mapping with string keys; got {shown(value)}")
+    return dict(value)
+
+
+def _memory(name: str, value: object) -> str:
+    if not isinstance(value, str) or not _MEMORY.fullmatch(value):
+        raise ValueError(f"{name} must look like '512M' or '2G'; got {shown(value)}")
+    return value
+
+
+def _job_name(name: str, value: object) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= 128 or not value.strip():
+        raise ValueError(f"{name} must be a string of 1 to 128 characters; got {shown(value)}")
+    return value
+
+
+def _sc_type(name: str, value: object) -> str:
+    if value not in _SC_TYPES:
+        raise ValueError(f"{name} must be one of {_SC_TYPES}; got {shown(value)}")
+    return str(value)
+
+
+def _project_id(name: str, value: object) -> str:
+    """A project id; blank (a template that rendered empty) means the connection's, as None does."""
+    return "" if value == "" else validate_project_id(value, "the project_id argument")
+
+
+def one_batch_id(name: str, value: object) -> str:
+    return validate_batch_id(value, name)
+
+
+def _batch_ids(name: str, value: object) -> str | list[str]:
+    """One batch id, or a list of them (each checked now unless it is still a template)."""
+    if isinstance(value, str):
+        return validate_batch_id(value, name)
+    if isinstance(value, bytes) or not isinstance(value, Sequence):  # a pulled XCom list is a lazy Sequence
+        raise ValueError(f"{name} must be a DLI batch job id or a list of them; got {shown(value)}")
+    return [
+        item if resolved_later(item, text=True) else validate_batch_id(item, f"{name}[{index}]")
+        for index, item in enumerate(value)
+    ]
+
+
+Check = Callable[[str, Any], Any]
+TEXT_CHECKS: frozenset[Check] = frozenset(
+    {non_empty_text, _memory, _job_name, _sc_type, _project_id, one_batch_id, _batch_ids}
+)
+"""Checks whose field renders into text: a plain string there is known while the DAG file is parsed."""
+
+
+def check_at_parse(task: object, checks: Mapping[str, Check]) -> None:
+    """Run each field's check now unless its value is only known when the task runs (a template, an XComArg)."""
+    for name, check in checks.items():
+        value = getattr(task, name)
+        if value is not None and not resolved_later(value, text=check in TEXT_CHECKS):
+            check(name, value)
+
+
+# (parameter, create-job API field, check): the request body, in the order DLI documents it. The checks run
+# when the DAG file is parsed for the values known then, and on the rendered values before the request.
+BODY_FIELDS: tuple[tuple[str, str | None, Check], ...] = (
+    ("file", "file", non_empty_text),
+    ("class_name", "className", non_empty_text),
+    ("queue_name", "queue", non_empty_text),
+    ("args", "args", _strings),
+    ("jars", "jars", _strings),
+    ("py_files", "pyFiles", _strings),
+    ("files", "files", _strings),
+    ("conf", "conf", _mapping),
+    ("name", "name", _job_name),
+    ("driver_memory", "driverMemory", _memory),
+    ("driver_cores", "driverCores", _positive_int),
+    ("executor_memory", "executorMemory", _memory),
+    ("executor_cores", "executorCores", _positive_int),
+    ("num_executors", "numExecutors", _positive_int),
+    ("spark_version", "spark_version", non_empty_text),
+    ("sc_type", "sc_type", _sc_type),
+    ("extra_body", None, _mapping),  # merged into the body
+)
+CONNECTION_FIELDS: dict[str, Check] = {"dli_conn_id": non_empty_text, "project_id": _project_id}
 
 
 class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
@@ -188,6 +280,10 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         self.deferrable = deferrable
         self.log_tail_lines = _positive_int("log_tail_lines", log_tail_lines)
         self.batch_id: str | None = None
+        for field in ("file", "class_name"):
+            if getattr(self, field) is None:  # required: check_at_parse passes over None
+                non_empty_text(field, None)
+        check_at_parse(self, {field: check for field, _, check in BODY_FIELDS} | CONNECTION_FIELDS)
 
     @cached_property
     def hook(self) -> DLIHook:
@@ -195,50 +291,26 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
 
     def batch_body(self, context: Context) -> dict[str, Any]:
         """The create-job request from the rendered parameters; a ValueError names any bad one."""
-        for field in ("file", "class_name"):
-            if not isinstance(getattr(self, field), str) or not getattr(self, field).strip():
-                raise ValueError(f"{field} must be a non-empty string; got {getattr(self, field)!r}")
-        body: dict[str, Any] = {"file": self.file, "className": self.class_name}
+        body: dict[str, Any] = {}
+        for field, key, check in BODY_FIELDS:
+            value = getattr(self, field)
+            if value is None and field not in ("file", "class_name"):
+                continue
+            checked = check(field, value)
+            if key is not None:
+                body[key] = checked
+                continue
+            operator_sets = {*body, "conf", *(("name",) if self.name is None else ())}
+            for extra_key, extra_value in checked.items():
+                if extra_key in operator_sets:
+                    raise ValueError(f"extra_body[{extra_key!r}] repeats a field that a parameter of the operator sets")
+                body[extra_key] = extra_value
         if self.name is None:
             from airflow_provider_dli.job_names import batch_job_name
 
             ti = context["ti"]
             body["name"] = batch_job_name(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1))
-        elif not isinstance(self.name, str) or not 0 < len(self.name) <= 128:
-            raise ValueError(f"name must be a string of 1 to 128 characters; got {self.name!r}")
-        else:
-            body["name"] = self.name
-        if self.queue_name is not None:
-            body["queue"] = str(self.queue_name)
-        for field, key in (("args", "args"), ("jars", "jars"), ("py_files", "pyFiles"), ("files", "files")):
-            if getattr(self, field) is not None:
-                body[key] = _strings(field, getattr(self, field))
-        if self.conf is not None and not isinstance(self.conf, Mapping):
-            raise ValueError(f"conf must be a mapping of Spark settings; got {self.conf!r}")
-        body["conf"] = {**(self.conf or {}), **self._owner_conf(context)}
-        for field, key in (("driver_memory", "driverMemory"), ("executor_memory", "executorMemory")):
-            value = getattr(self, field)
-            if value is not None:
-                if not isinstance(value, str) or not _MEMORY.match(value):
-                    raise ValueError(f"{field} must look like '512M' or '2G'; got {value!r}")
-                body[key] = value
-        for field, key in (
-            ("driver_cores", "driverCores"),
-            ("executor_cores", "executorCores"),
-            ("num_executors", "numExecutors"),
-        ):
-            if getattr(self, field) is not None:
-                body[key] = _positive_int(field, getattr(self, field))
-        if self.spark_version is not None:
-            body["spark_version"] = str(self.spark_version)
-        if self.sc_type is not None:
-            if self.sc_type not in _SC_TYPES:
-                raise ValueError(f"sc_type must be one of {_SC_TYPES}; got {self.sc_type!r}")
-            body["sc_type"] = self.sc_type
-        for key, value in (self.extra_body or {}).items():
-            if key in body:
-                raise ValueError(f"extra_body[{key!r}] repeats a field that a parameter of the operator sets")
-            body[key] = value
+        body["conf"] = {**body.get("conf", {}), **self._owner_conf(context)}
         return body
 
     def _owner_conf(self, context: Context) -> dict[str, str]:
@@ -432,13 +504,16 @@ class DLICancelBatchOperator(BaseOperator):
         self.this_dag_run = this_dag_run
         self.states = tuple(states)
         self.list_only = list_only
-        self.max_workers = _positive_int("max_workers", max_workers)
+        self.max_workers = validate_max_workers(max_workers)
         self.dli_conn_id = dli_conn_id
         self.project_id = project_id
         self.wait_for_termination = wait_for_termination
         self.poll_interval = _positive_seconds("poll_interval", poll_interval)
         self.termination_timeout = _positive_seconds("termination_timeout", termination_timeout)
         self.fail_if_finished = fail_if_finished
+        self.filtered = filtered
+        checks = {"batch_id": _batch_ids, "queue_name": non_empty_text, "job_name": non_empty_text}
+        check_at_parse(self, checks | CONNECTION_FIELDS)
 
     @cached_property
     def hook(self) -> DLIHook:
@@ -446,10 +521,11 @@ class DLICancelBatchOperator(BaseOperator):
 
     def execute(self, context: Context) -> Any:
         hook = self.hook
-        if isinstance(self.batch_id, str):
-            return self._cancel_one(hook, self.batch_id)
-        if self.batch_id is not None:
-            ids = list(self.batch_id)
+        if not self.filtered:  # never the filter's branch: a batch_id that rendered to None must not cancel all
+            batch_ids = _batch_ids("batch_id", self.batch_id)
+            if isinstance(batch_ids, str):
+                return self._cancel_one(hook, batch_ids)
+            ids = batch_ids
         else:
             matching = self.matching_jobs(hook, context)
             self.log.info("%d live DLI batch job(s) match the filter", len(matching))

@@ -11,7 +11,7 @@ from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_dli._compat import AirflowFailException, conf
-from airflow_provider_dli.operators.dli import task_hook
+from airflow_provider_dli.operators.dli import CONNECTION_FIELDS, check_at_parse, one_batch_id, task_hook
 from airflow_provider_dli.states import TERMINAL_STATES
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ class DLIBatchSensor(BaseSensorOperator):
     :param batch_id: the job's id (templated).
     :param fail_on_dead: if False, a ``dead`` job also ends the wait successfully.
     :param deferrable: wait in the triggerer; ``poke_interval`` is its polling interval and ``timeout``
-        its deadline.
+        its deadline. ``poke_interval`` must be > 0 in either mode: 0 would ask DLI in a busy loop.
     :param cancel_on_kill: when deferred, cancel the job if a person marks the sensor failed or success,
         or clears it (Airflow 3.3+). Off by default: a sensor watches a job it does not own.
     """
@@ -52,6 +52,9 @@ class DLIBatchSensor(BaseSensorOperator):
         self.fail_on_dead = fail_on_dead
         self.deferrable = deferrable
         self.cancel_on_kill = cancel_on_kill
+        if self.poke_interval <= 0:  # BaseSensorOperator allows 0, which polls DLI (or the trigger does) non-stop
+            raise ValueError(f"poke_interval must be seconds > 0; got {self.poke_interval!r}")
+        check_at_parse(self, {"batch_id": one_batch_id} | CONNECTION_FIELDS)
 
     @cached_property
     def hook(self) -> DLIHook:

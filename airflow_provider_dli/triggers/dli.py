@@ -81,6 +81,10 @@ class DLIBatchTrigger(BaseTrigger):
         caller: str | None = None,
     ) -> None:
         super().__init__()
+        if isinstance(poll_interval, bool) or not isinstance(poll_interval, int | float) or not poll_interval > 0:
+            raise ValueError(
+                f"poll_interval must be seconds > 0, or the trigger polls DLI non-stop; got {poll_interval!r}"
+            )
         self.batch_id = batch_id
         self.dli_conn_id = dli_conn_id
         self.project_id = project_id
