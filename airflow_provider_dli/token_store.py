@@ -241,7 +241,7 @@ class _FolderLock:
                 return folder
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    log.warning("Waited %.0f s for another process's IAM token request; requesting one", self._wait)
+                    log.warning("Waited %.1f s for another process's IAM token request; requesting one", self._wait)
                     return folder
                 time.sleep(pause)
                 pause = min(pause * 2, 0.05)
