@@ -1,9 +1,9 @@
 """Every code block of the README runs as written, so the docs cannot drift from the code.
 
-- ``python``: the block becomes the body of ``with DAG(...)`` in a DAG file. The file runs as a script (so a
-  block that is a script, e.g. the emulator example, runs its own asserts); every DAG with tasks that the file
-  made (the block may open a DAG of its own) then runs with ``airflow dags test`` against the emulator and must
-  succeed. A job is finished (``success``)
+- ``python``: the block becomes the body of ``with DAG(...)`` in a DAG file, which Airflow's DagBag must parse
+  without errors (a block that is a script, e.g. the emulator example, runs its own asserts then); every DAG
+  with tasks that the file made (a block may open a DAG of its own) then runs with ``airflow dags test``
+  against the emulator and must succeed. A job is finished (``success``)
   once its task polls its state, so nothing races a job's lifetime.
 - ``bash``/``sh``: the block runs in bash, offline, with ``dli-emulator`` and ``airflow`` on the PATH; every
   ``AIRFLOW_CONN_*`` it exports must then be a connection that DLIHook accepts (checked without a request).
@@ -157,13 +157,16 @@ def run_server(block: Block, home: AirflowHome, tmp_path: Path) -> None:
             process.wait()
 
 
-# Run as a script, the DAG file prints the DAGs it made (a block may open a DAG of its own) and their tasks.
-TRAILER = """
-if __name__ == "__main__":
-    import gc
-    import json
-
-    print(json.dumps({d.dag_id: len(d.tasks) for d in gc.get_objects() if isinstance(d, DAG)}))
+# Airflow's own parse of the DAG file: what it could not import, and the DAGs it made with their task counts.
+PARSE = """
+import json, sys
+try:
+    from airflow.dag_processing.dagbag import DagBag
+except ImportError:  # Airflow 3.1
+    from airflow.models.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])  # AIRFLOW__CORE__LOAD_EXAMPLES is False
+errors = {path: str(error) for path, error in bag.import_errors.items()}
+print(json.dumps({"errors": errors, "dags": {dag_id: len(dag.tasks) for dag_id, dag in bag.dags.items()}}))
 """
 
 
@@ -171,16 +174,17 @@ def run_python(block: Block, home: AirflowHome, tmp_path: Path, emulator: DLIEmu
     dag_id = f"readme_{block.id.replace('-', '_')}"
     dag_file = tmp_path / f"{dag_id}.py"
     dag_file.write_text(
-        "from airflow.sdk import DAG\n\n"
-        f"with DAG(dag_id={dag_id!r}, schedule=None) as dag:\n" + textwrap.indent(block.code, "    ") + TRAILER
+        f"from airflow.sdk import DAG\n\nwith DAG(dag_id={dag_id!r}, schedule=None):\n"
+        + textwrap.indent(block.code, "    ")
     )
     env = home.env(tmp_path, emulator)
-    script = subprocess.run(
-        [sys.executable, str(dag_file)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False
+    parse = subprocess.run(
+        [sys.executable, "-c", PARSE, str(dag_file)], env=env, capture_output=True, text=True, timeout=300, check=False
     )
-    assert script.returncode == 0, f"README line {block.line}:\n{script.stderr[-3000:]}"
-    dags = json.loads(script.stdout.strip().splitlines()[-1])
-    for made, tasks in dags.items():
+    assert parse.returncode == 0, f"README line {block.line}:\n{parse.stderr[-3000:]}"
+    parsed = json.loads(parse.stdout.strip().splitlines()[-1])
+    assert parsed["errors"] == {}, f"README line {block.line}: {parsed['errors']}"
+    for made, tasks in parsed["dags"].items():
         if tasks:
             run = home.run("dags", "test", made, dags_folder=tmp_path, emulator=emulator)
             assert run.returncode == 0, f"README line {block.line}:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
