@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 		{ echo "Python 3.11 or newer is needed (PYTHON=$(PYTHON))"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]" "apache-airflow==$(AIRFLOW_VERSION)"
+	$(BIN)/python -m pip install --quiet -e ".[test,openlineage]" "apache-airflow==$(AIRFLOW_VERSION)"
 	@rm -f $(VENV)/.installed-airflow-* && touch $@
 
 lint: install
@@ -42,7 +42,7 @@ demo: install
 	$(BIN)/python scripts/demo.py
 
 bench: install
-	$(BIN)/python -m pip install --quiet -e ".[test,bench]" "apache-airflow==$(AIRFLOW_VERSION)"
+	$(BIN)/python -m pip install --quiet -e ".[test,openlineage,bench]" "apache-airflow==$(AIRFLOW_VERSION)"
 	$(BIN)/python benchmarks/run.py
 
 clean:

@@ -196,6 +196,11 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
     :param poll_interval: seconds between state polls.
     :param deferrable: wait in the triggerer instead of holding a worker slot.
     :param log_tail_lines: how many of the job's last driver log lines to copy into the task log.
+    :param openlineage_inject_parent_job_info: put this task's OpenLineage job and run into the job's Spark conf
+        (``spark.openlineage.parent*``), so the Spark job's lineage events link to the task. Default: Airflow's
+        ``[openlineage] spark_inject_parent_job_info``. Needs the ``openlineage`` extra.
+    :param openlineage_inject_transport_info: also put the OpenLineage transport (where events go) into the
+        Spark conf. Default: ``[openlineage] spark_inject_transport_info``.
     :return: the batch id.
     """
 
@@ -250,6 +255,12 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         poll_interval: float = 10.0,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         log_tail_lines: int = 50,
+        openlineage_inject_parent_job_info: bool = conf.getboolean(
+            "openlineage", "spark_inject_parent_job_info", fallback=False
+        ),
+        openlineage_inject_transport_info: bool = conf.getboolean(
+            "openlineage", "spark_inject_transport_info", fallback=False
+        ),
         durable: bool | None = None,
         **kwargs: Any,
     ) -> None:
@@ -279,6 +290,8 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         self.poll_interval = _positive_seconds("poll_interval", poll_interval)
         self.deferrable = deferrable
         self.log_tail_lines = _positive_int("log_tail_lines", log_tail_lines)
+        self.openlineage_inject_parent_job_info = openlineage_inject_parent_job_info
+        self.openlineage_inject_transport_info = openlineage_inject_transport_info
         self.batch_id: str | None = None
         for field in ("file", "class_name"):
             if getattr(self, field) is None:  # required: check_at_parse passes over None
@@ -311,6 +324,15 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
             ti = context["ti"]
             body["name"] = batch_job_name(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1))
         body["conf"] = {**body.get("conf", {}), **self._owner_conf(context)}
+        if self.openlineage_inject_parent_job_info or self.openlineage_inject_transport_info:
+            from airflow_provider_dli.lineage import with_lineage
+
+            body["conf"] = with_lineage(
+                body["conf"],
+                context,
+                parent_job=self.openlineage_inject_parent_job_info,
+                transport=self.openlineage_inject_transport_info,
+            )
         return body
 
     def _owner_conf(self, context: Context) -> dict[str, str]:
