@@ -136,3 +136,29 @@ print(sorted(m for m in sys.modules if m.startswith(lineage) or m == "airflow_pr
 def test_parsing_a_dag_that_asks_for_lineage_imports_no_openlineage() -> None:
     result = subprocess.run([sys.executable, "-c", PARSE_PROBE], capture_output=True, text=True, check=True)
     assert result.stdout.splitlines()[-1] == "[]"
+
+
+WITHOUT_PROVIDER = """
+import logging, sys
+from importlib.abc import MetaPathFinder
+
+class NotInstalled(MetaPathFinder):  # as if apache-airflow-providers-openlineage were not installed
+    def find_spec(self, name, path=None, target=None):
+        if name.startswith("airflow.providers.openlineage"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, NotInstalled())
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(levelname)s %(message)s")
+from airflow_provider_dli.lineage import with_lineage
+print(with_lineage({"spark.executor.cores": "2"}, {}, parent_job=True, transport=True))
+"""
+
+
+def test_without_the_openlineage_provider_the_job_is_submitted_and_the_log_says_why() -> None:
+    result = subprocess.run([sys.executable, "-c", WITHOUT_PROVIDER], capture_output=True, text=True, check=True)
+    *logged, conf = result.stdout.strip().splitlines()
+    [warning] = [line for line in logged + result.stderr.splitlines() if "OpenLineage information" in line]
+    assert "warning" in warning.lower()
+    assert "pip install 'airflow-provider-dli[openlineage]'" in warning
+    assert conf == "{'spark.executor.cores': '2'}"
