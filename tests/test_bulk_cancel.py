@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import pytest
 
@@ -12,6 +12,7 @@ from airflow_provider_dli.hooks.dli import DLIHook
 from airflow_provider_dli.operators.dli import DLICancelBatchOperator
 from tests.airflow_cli import AirflowHome
 from tests.conftest import SUBMIT_BODY, MakeHook
+from tests.test_mapped_tasks import dag_run_state
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -81,6 +82,30 @@ def test_cancel_batches_partial_failure(dli_emulator: DLIEmulator, make_hook: Ma
     assert dli_emulator.state_of(live[2]) == "starting"
 
 
+def test_one_freak_answer_is_that_ids_error_only(dli_emulator: DLIEmulator, make_hook: MakeHook) -> None:
+    hook = make_hook(dli_emulator.connection(), retry_limit=0)
+    ids = [submit(hook) for _ in range(5)]
+    nested = "[" * 100_000 + "]" * 100_000  # json.loads raises RecursionError, not a ValueError
+    dli_emulator.add_fault(f".*/batches/{ids[1]}", method="DELETE", status=200, body=nested)
+    outcomes = hook.cancel_batches(ids, max_workers=2)
+    assert [outcome["outcome"] for outcome in outcomes] == ["cancelled", "error", "cancelled", "cancelled", "cancelled"]
+    assert str(outcomes[1]["error"]).startswith("RecursionError: ")
+    assert len(str(outcomes[1]["error"])) <= 500
+
+
+def test_bulk_cancel_reports_jobs_already_being_cancelled(make_hook: MakeHook) -> None:
+    with DLIEmulator(starting_seconds=600, cancel_lag=1.0) as emulator:
+        hook = make_hook(emulator.connection())
+        ids = [submit(hook) for _ in range(3)]
+        hook.cancel_batch(ids[0])
+        outcomes = hook.cancel_batches(ids)
+        assert [(o["outcome"], o["state"]) for o in outcomes] == [
+            ("already_cancelling", "dead"),
+            ("cancelled", None),
+            ("cancelled", None),
+        ]
+
+
 def test_cancel_batches_checks_every_id_first(dli_emulator: DLIEmulator, hook: DLIHook) -> None:
     with pytest.raises(ValueError, match=r"not: '\.\./x', None"):
         hook.cancel_batches([submit(hook), "../x", None])  # type: ignore[list-item]
@@ -93,7 +118,36 @@ def run_operator(**kwargs: Any) -> Any:
 
 
 class _TaskInstance:
+    """What the cancel operator reads from its context's task instance, and the XComs it pushes."""
+
     dag_id, run_id = "nightly", "scheduled__2026-11-28T00:00:00+00:00"
+    pushed: ClassVar[dict[str, Any]] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed[key] = value
+
+
+def test_thousands_of_failures_give_a_short_message_and_keep_every_outcome(
+    dli_connection: DLIEmulator, capfd: pytest.CaptureFixture[str]
+) -> None:
+    ids = dli_connection.seed_jobs(5000)
+    failing = {batch_id for batch_id in ids if batch_id[0] in "01"}  # about one in eight
+    dli_connection.add_fault(r".*/batches/[01][^/]*", method="DELETE", status=403, times=None)
+    _TaskInstance.pushed.clear()
+    with pytest.raises(Exception, match="DLI batch jobs were not cancelled") as raised:
+        run_operator(batch_id=ids)
+    message = str(raised.value)
+    assert len(message) < 1500
+    assert f"{len(failing)} of 5000 DLI batch jobs were not cancelled" in message
+    assert f"Cancelled {5000 - len(failing)} DLI batch jobs" in message
+    assert f"and {len(failing) - 3} more" in message
+    outcomes = _TaskInstance.pushed["return_value"]
+    assert [outcome["batch_id"] for outcome in outcomes] == ids
+    assert {o["batch_id"] for o in outcomes if o["outcome"] == "error"} == failing
+    log = capfd.readouterr()
+    table = (log.out + log.err).partition("Outcome of each cancel:")[2]
+    rows = {line.split()[0]: line.split()[1] for line in table.splitlines() if line.startswith("  ") and "-" in line}
+    assert rows == {outcome["batch_id"]: outcome["outcome"] for outcome in outcomes}
 
 
 def test_operator_with_a_list_of_ids(dli_connection: DLIEmulator) -> None:
@@ -106,8 +160,8 @@ def test_operator_with_a_list_of_ids(dli_connection: DLIEmulator) -> None:
 def test_operator_fails_after_trying_every_id(dli_connection: DLIEmulator) -> None:
     hook = DLIHook()
     ids = [submit(hook) for _ in range(3)]
-    dli_connection.add_fault(f".*/batches/{ids[0]}", method="DELETE", status=400, times=None)
-    with pytest.raises(Exception, match=f"1 of 3 DLI batch jobs were not cancelled: {ids[0]}"):
+    dli_connection.add_fault(f".*/batches/{ids[0]}", method="DELETE", status=503, times=None)
+    with pytest.raises(Exception, match=f"1 of 3 DLI batch jobs were not cancelled .*{ids[0]}: .*HTTP 503"):
         run_operator(batch_id=ids)
     assert [dli_connection.state_of(batch_id) for batch_id in ids[1:]] == ["dead", "dead"]
 
@@ -154,9 +208,12 @@ def test_operator_arguments_fail_at_dag_parse(kwargs: dict[str, Any], message: s
 def test_kill_switch_in_a_real_dag_run(airflow_home: AirflowHome) -> None:
     with DLIEmulator(starting_seconds=0.2, running_seconds=600) as emulator:
         result = airflow_home.run("dags", "test", "dli_test_kill_switch", dags_folder=TEST_DAGS, emulator=emulator)
-        assert "ValueError: bad input" in result.stdout + result.stderr
-        # The run's leaf, the kill switch, succeeds: so does the run, by Airflow's rule for leaves.
-        assert result.returncode == 0, result.stdout[-3000:]
+        output = result.stdout + result.stderr
+        assert "ValueError: bad input" in output
+        # The kill switch, the run's leaf, fails after cancelling: so the run fails, as a task did.
+        assert result.returncode != 0, output[-3000:]
+        assert dag_run_state(airflow_home, "dli_test_kill_switch") == "failed"
+        assert "Kill switch: Cancelled 3 DLI batch jobs" in output
         assert len(emulator.jobs) == 3
         assert {emulator.state_of(batch_id) for batch_id in emulator.jobs} == {"dead"}
         assert {event.user_agent.rpartition("(")[2] for event in emulator.cancel_events} == {

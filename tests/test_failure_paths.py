@@ -240,6 +240,21 @@ def test_notifier_falls_back_to_return_value(long_jobs: DLIEmulator, airflow_hom
     assert cancelled_by(long_jobs, batch_id) == "dli_test_notifier_return_value.check callback"
 
 
+def test_notifier_tries_every_id_then_fails_once(long_jobs: DLIEmulator, airflow_home: AirflowHome) -> None:
+    # The first id's cancel is refused for good; the callback still cancels the others, then reports.
+    refusal = long_jobs.add_fault(r".*/batches/[^/]+", method="DELETE", status=403, times=1)
+    result = run_dag(airflow_home, "dli_test_notifier_many_ids", long_jobs)
+    output = result.stdout + result.stderr
+    assert refusal.hits == 1
+    [refused] = [r.path.rsplit("/", 1)[1] for r in long_jobs.request_log if r.method == "DELETE" and r.status == 403]
+    others = [batch_id for batch_id in long_jobs.jobs if batch_id != refused]
+    assert len(others) == 2
+    assert [long_jobs.state_of(batch_id) for batch_id in others] == ["dead", "dead"]
+    assert long_jobs.state_of(refused) == "running"
+    assert "1 of 3 DLI batch jobs were not cancelled (Cancelled 2 DLI batch jobs;" in output
+    assert f"{refused}: DLI DELETE" in output
+
+
 def test_notifier_without_an_id_only_logs(dli_emulator: DLIEmulator, airflow_home: AirflowHome) -> None:
     result = run_dag(airflow_home, "dli_test_notifier_no_id", dli_emulator)
     output = result.stdout + result.stderr

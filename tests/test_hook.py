@@ -337,21 +337,61 @@ def test_non_json_error_bodies(dli_emulator: DLIEmulator, make_hook: MakeHook, b
 
 def test_cancel_a_running_job(dli_emulator: DLIEmulator, hook: DLIHook) -> None:
     batch_id = submit(hook)
-    assert hook.cancel_batch(batch_id) == {"batch_id": batch_id, "cancelled": True, "state": None}
+    assert hook.cancel_batch(batch_id) == {
+        "batch_id": batch_id,
+        "cancelled": True,
+        "outcome": "cancelled",
+        "state": None,
+    }
     assert dli_emulator.state_of(batch_id) == "dead"
 
 
 def test_cancel_is_idempotent(dli_emulator: DLIEmulator, hook: DLIHook) -> None:
     batch_id = submit(hook)
     hook.cancel_batch(batch_id)
-    assert hook.cancel_batch(batch_id) == {"batch_id": batch_id, "cancelled": False, "state": "dead"}
+    assert hook.cancel_batch(batch_id) == {
+        "batch_id": batch_id,
+        "cancelled": False,
+        "outcome": "already_finished",
+        "state": "dead",
+    }
+
+
+def test_second_cancel_while_the_job_is_dying(make_hook: MakeHook) -> None:
+    # on_kill, then the notifier, then a kill switch: DLI refuses the later cancels while the job still reads live.
+    with DLIEmulator(starting_seconds=600, cancel_lag=1.0) as emulator:
+        hook = make_hook(emulator.connection())
+        batch_id = submit(hook)
+        assert hook.cancel_batch(batch_id)["outcome"] == "cancelled"
+        assert emulator.state_of(batch_id) == "starting"  # still dying
+        second = hook.cancel_batch(batch_id)
+        assert second == {"batch_id": batch_id, "cancelled": True, "outcome": "already_cancelling", "state": "dead"}
+        assert len(emulator.cancel_events) == 1
+
+
+@pytest.mark.parametrize("cancel_lag", [0.0, 1.0])
+def test_cancel_whose_answer_was_lost_is_cancelled(make_hook: MakeHook, cancel_lag: float) -> None:
+    # DLI takes the DELETE but the answer never arrives; the retry is refused (the job is dying, or dead).
+    with DLIEmulator(starting_seconds=600, cancel_lag=cancel_lag) as emulator:
+        hook = make_hook(emulator.connection())
+        batch_id = submit(hook)
+        emulator.add_fault(r".*/batches/[^/]+", method="DELETE", lose_answer=True)
+        assert hook.cancel_batch(batch_id) == {
+            "batch_id": batch_id,
+            "cancelled": True,
+            "outcome": "cancelled",
+            "state": "dead",
+        }
+        assert [r.status for r in emulator.request_log if r.method == "DELETE"] == [0, 400]
+        assert len(emulator.cancel_events) == 1
 
 
 def test_cancel_a_finished_job(make_hook: MakeHook) -> None:
     with DLIEmulator(starting_seconds=0, running_seconds=0) as emulator:
         hook = make_hook(emulator.connection())
         batch_id = submit(hook)
-        assert hook.cancel_batch(batch_id) == {"batch_id": batch_id, "cancelled": False, "state": "success"}
+        result = hook.cancel_batch(batch_id)
+        assert result == {"batch_id": batch_id, "cancelled": False, "outcome": "already_finished", "state": "success"}
         assert emulator.cancel_events == []
 
 
@@ -364,8 +404,8 @@ def test_cancel_an_unknown_job_raises(hook: DLIHook) -> None:
 def test_cancel_refused_for_a_live_job_raises(dli_emulator: DLIEmulator, hook: DLIHook) -> None:
     batch_id = submit(hook)
     dli_emulator.add_fault(r".*/batches/[^/]+", method="DELETE", status=400)
-    with pytest.raises(DLIAPIError, match="HTTP 400"):
-        hook.cancel_batch(batch_id)
+    with pytest.raises(DLIAPIError, match=r"HTTP 400.*still 'starting' after 0\.3 s, so no cancel was under way"):
+        hook.cancel_batch(batch_id, settle_timeout=0.3)
     assert dli_emulator.state_of(batch_id) == "starting"
 
 

@@ -42,13 +42,18 @@ def live_job(dli_connection: DLIEmulator) -> str:
 
 
 def test_returns_the_cancel_result(dli_connection: DLIEmulator, live_job: str) -> None:
-    assert cancel(dli_connection, live_job) == {"batch_id": live_job, "cancelled": True, "state": None}
+    assert cancel(dli_connection, live_job) == {
+        "batch_id": live_job,
+        "cancelled": True,
+        "outcome": "cancelled",
+        "state": None,
+    }
 
 
 def test_waits_for_the_terminal_state(dli_connection: DLIEmulator, live_job: str) -> None:
     dli_connection.jobs[live_job].cancel_lag = 1.0  # DLI reports 'dead' a little after the cancel
     result = cancel(dli_connection, live_job, wait_for_termination=True, poll_interval=0.1)
-    assert result == {"batch_id": live_job, "cancelled": True, "state": "dead"}
+    assert result == {"batch_id": live_job, "cancelled": True, "outcome": "cancelled", "state": "dead"}
     polls = [r for r in dli_connection.request_log if r.path.endswith("/state")]
     assert len(polls) >= 2  # one saw the job still alive, the last saw it dead
 
@@ -61,7 +66,12 @@ def test_fails_when_termination_takes_too_long(dli_connection: DLIEmulator, live
 
 def test_already_finished_is_a_success_by_default(dli_connection: DLIEmulator, live_job: str) -> None:
     DLIHook().cancel_batch(live_job)
-    assert cancel(dli_connection, live_job) == {"batch_id": live_job, "cancelled": False, "state": "dead"}
+    assert cancel(dli_connection, live_job) == {
+        "batch_id": live_job,
+        "cancelled": False,
+        "outcome": "already_finished",
+        "state": "dead",
+    }
 
 
 def test_fail_if_finished(dli_connection: DLIEmulator, live_job: str) -> None:
@@ -74,6 +84,19 @@ def test_rendered_none_batch_id_is_a_clear_error(dli_connection: DLIEmulator) ->
     with pytest.raises(ValueError, match=r"batch_id must be a DLI batch job id.*got 'None'"):
         cancel(dli_connection, "None")
     assert dli_connection.request_log == []
+
+
+def test_fail_if_finished_passes_when_a_lost_answer_hid_the_cancel(dli_connection: DLIEmulator, live_job: str) -> None:
+    dli_connection.add_fault(r".*/batches/[^/]+", method="DELETE", lose_answer=True)
+    result = cancel(dli_connection, live_job, fail_if_finished=True)
+    assert (result["cancelled"], result["outcome"], result["state"]) == (True, "cancelled", "dead")
+
+
+def test_fail_if_finished_passes_when_another_cancel_is_under_way(dli_connection: DLIEmulator, live_job: str) -> None:
+    dli_connection.jobs[live_job].cancel_lag = 1.0
+    DLIHook().cancel_batch(live_job)  # on_kill's cancel: the job reads live for a moment longer
+    result = cancel(dli_connection, live_job, fail_if_finished=True, wait_for_termination=True, poll_interval=0.1)
+    assert (result["cancelled"], result["outcome"], result["state"]) == (True, "already_cancelling", "dead")
 
 
 @pytest.mark.parametrize("name", ["poll_interval", "termination_timeout"])

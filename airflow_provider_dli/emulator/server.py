@@ -14,6 +14,7 @@ its command line refuses another address without ``--allow-remote``.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import math
@@ -71,6 +72,8 @@ class Fault:
     ``status`` answers with that status (and ``Retry-After`` when given) and a DLI error body with
     ``error_code`` (by default the code DLI or its gateway uses for that status), or ``body`` as it is (HTML
     when it starts with ``<``; ``""`` for an empty body); ``drop`` closes the connection without an answer;
+    ``lose_answer`` carries the request out, then closes the connection without an answer (DLI did it, the
+    client never hears);
     ``delay`` sleeps first. ``times`` is how many matching requests it hits (None: all).
     """
 
@@ -80,6 +83,7 @@ class Fault:
     retry_after: float | None = None
     delay: float = 0.0
     drop: bool = False
+    lose_answer: bool = False
     body: str | None = None
     error_code: str | None = None
     times: int | None = 1
@@ -729,7 +733,10 @@ class _Handler(BaseHTTPRequestHandler):
         fault = emulator._take_fault(self.command, path)
         if fault is not None:
             time.sleep(fault.delay)
-            if fault.drop:
+            if fault.drop or fault.lose_answer:
+                if fault.lose_answer:
+                    with contextlib.suppress(_Reject):
+                        emulator._route(self, self.command, body)
                 self.record.status = 0
                 self.close_connection = True
                 return

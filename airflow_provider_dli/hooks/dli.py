@@ -13,7 +13,8 @@ import random
 import re
 import ssl
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,7 +34,7 @@ from airflow_provider_dli import CONN_FIELDS, CONN_TYPE, UI_FIELD_BEHAVIOUR, __v
 from airflow_provider_dli._compat import conf
 from airflow_provider_dli.auth import AKSKAuth, TokenAuth
 from airflow_provider_dli.endpoints import dli_endpoint, iam_endpoint
-from airflow_provider_dli.exceptions import DLIAPIError, DLIConnectionError
+from airflow_provider_dli.exceptions import DLIAPIError, DLIConnectionError, DLIError
 from airflow_provider_dli.states import LIVE_STATES, TERMINAL_STATES
 from airflow_provider_dli.throttle import Throttle, ThrottleTimeout
 from airflow_provider_dli.token_store import TOKEN_STORE, TokenFolder, TokenSource, token_key
@@ -70,9 +71,36 @@ _VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
 """What a key or token that travels in a header may hold: no whitespace, no control or non-ASCII characters."""
 
 
+CancelOutcome = Literal["cancelled", "already_cancelling", "already_finished"]
+"""What a cancel found: ``cancelled`` by this call (also when DLI took it but its answer was lost),
+``already_cancelling`` (an earlier cancel, e.g. ``on_kill``'s, was taking the job down), ``already_finished``."""
+
+CANCEL_SETTLE_TIMEOUT = 10.0
+"""Seconds a refused cancel re-reads the job's state: after an accepted cancel DLI refuses another one while
+the job is dying but its state still reads live, for a moment, before it turns ``dead``."""
+_SETTLE_POLL = 0.5
+
+_REFUSED_CANCEL: dict[tuple[bool, bool, str], CancelOutcome | None] = {
+    # (an earlier attempt of this call may have reached DLI, the job was live when first read after the
+    # refusal, its state once settled) -> the outcome; None: a real refusal, raised.
+    (True, True, "dead"): "cancelled",
+    (True, False, "dead"): "cancelled",
+    (False, True, "dead"): "already_cancelling",
+    (False, False, "dead"): "already_finished",
+    (True, True, "success"): "already_finished",
+    (True, False, "success"): "already_finished",
+    (False, True, "success"): "already_finished",
+    (False, False, "success"): "already_finished",
+    (True, True, "live"): None,
+    (False, True, "live"): None,
+}
+"""How a refused ``DELETE`` ends. A job that still reads live after :data:`CANCEL_SETTLE_TIMEOUT` was not
+being cancelled: DLI's refusal stands."""
+
+
 class BulkCancelOutcome(TypedDict):
     batch_id: str
-    outcome: Literal["cancelled", "already_finished", "error", "not_tried"]
+    outcome: Literal["cancelled", "already_cancelling", "already_finished", "error", "not_tried"]
     state: str | None
     error: str | None
 
@@ -80,16 +108,56 @@ class BulkCancelOutcome(TypedDict):
 class CancelResult(TypedDict):
     batch_id: str
     cancelled: bool
-    """True when this call cancelled the job; False when it had already finished."""
+    """True when the job was cancelled, by this call or by one still in progress; False when it had finished."""
+    outcome: CancelOutcome
     state: str | None
-    """The job's state when it was not cancelled; None after a cancel (DLI updates the state later)."""
+    """The job's state as last read; None after a cancel that DLI accepted at once (it updates the state later)."""
+
+
+_CANCEL_SUMMARIES: dict[CancelOutcome, str] = {
+    "cancelled": "Cancelled DLI batch job {batch_id}",
+    "already_cancelling": "DLI batch job {batch_id} was already being cancelled; it is now {state}",
+    "already_finished": "DLI batch job {batch_id} had already finished ({state}): nothing to cancel",
+}
 
 
 def cancel_summary(result: CancelResult) -> str:
     """One line for a task log: what a cancel did."""
-    if result["cancelled"]:
-        return f"Cancelled DLI batch job {result['batch_id']}"
-    return f"DLI batch job {result['batch_id']} had already finished ({result['state']}): nothing to cancel"
+    return _CANCEL_SUMMARIES[result["outcome"]].format(**result)
+
+
+def bulk_cancel_counts(outcomes: Sequence[BulkCancelOutcome]) -> str:
+    """``Cancelled 3 DLI batch jobs; 1 was already being cancelled; ...``: one line for a bulk cancel."""
+    counts = Counter(outcome["outcome"] for outcome in outcomes)
+    not_tried = f"; {counts['not_tried']} were not tried" if counts["not_tried"] else ""
+    return (
+        f"Cancelled {counts['cancelled']} DLI batch jobs; {counts['already_cancelling']} were already being "
+        f"cancelled; {counts['already_finished']} had already finished; {counts['error']} could not be "
+        f"cancelled{not_tried}"
+    )
+
+
+def bulk_cancel_table(outcomes: Sequence[BulkCancelOutcome]) -> str:
+    """Every outcome of a bulk cancel, one aligned line per job, for the task log."""
+    rows = [f"  {'batch id':36}  {'outcome':18}  {'state':10}  error"]
+    rows += [
+        f"  {o['batch_id']:36}  {o['outcome']:18}  {o['state'] or '':10}  {o['error'] or ''}".rstrip() for o in outcomes
+    ]
+    return "\n".join(rows)
+
+
+def bulk_cancel_failure(outcomes: Sequence[BulkCancelOutcome], where: str, shown: int = 3) -> str | None:
+    """A short message for a bulk cancel that left jobs uncancelled (None if none): the counts and the first few
+    errors. The message stays short however many jobs failed; the full list is in the table and in XCom."""
+    failed = [o for o in outcomes if o["outcome"] in ("error", "not_tried")]
+    if not failed:
+        return None
+    first = "; ".join(f"{o['batch_id']}: {str(o['error'])[:200]}" for o in failed[:shown])
+    more = f"; and {len(failed) - shown} more" if len(failed) > shown else ""
+    return (
+        f"{len(failed)} of {len(outcomes)} DLI batch jobs were not cancelled ({bulk_cancel_counts(outcomes)}). "
+        f"{first}{more}. Every job's outcome is in {where}."
+    )
 
 
 @dataclass(frozen=True)
@@ -385,6 +453,7 @@ class DLIHook(BaseHook):
         *,
         idempotent: bool,
         auth: AuthBase | None = None,
+        lost: list[str] | None = None,
         **kwargs: Any,
     ) -> requests.Response:
         """Send one request, retrying what is safe to retry; return the last response, whatever its status.
@@ -392,6 +461,9 @@ class DLIHook(BaseHook):
         Each attempt ends by its deadline (connect + read timeouts, and the hook's ``deadline``). A redirect
         is an error, never followed: it could turn a cancel into a GET, or carry credentials to another
         host. An answer larger than any DLI answer can be is an error, not read.
+
+        ``lost`` collects why each retried attempt may have reached DLI without its answer reaching us (a reset
+        or timed-out connection, a 5xx): a cancel refused after such an attempt may be refusing its own success.
         """
         attempt = 0  # retries so far, of failures other than 429
         throttled_since: float | None = None
@@ -405,6 +477,8 @@ class DLIHook(BaseHook):
                     raise DLIConnectionError(
                         f"DLI {method} {url} failed after {attempt + 1} attempt(s): {failed.reason}"
                     ) from failed.error
+                if lost is not None and not _never_reached_server(failed.error):
+                    lost.append(failed.reason)
                 attempt += 1
                 continue
             status = response.status_code
@@ -422,6 +496,8 @@ class DLIHook(BaseHook):
                 attempt, self._backoff(attempt, response.headers.get("Retry-After")), f"HTTP {status}"
             ):
                 return response
+            if lost is not None and status >= 500:
+                lost.append(f"HTTP {status}")
             attempt += 1
 
     def _attempt(self, method: str, url: str, auth: AuthBase | None, kwargs: dict[str, Any]) -> requests.Response:
@@ -518,12 +594,13 @@ class DLIHook(BaseHook):
         params: Mapping[str, Any] | None = None,
         json: Any = None,
         idempotent: bool = True,
+        lost: list[str] | None = None,
     ) -> dict[str, Any]:
         """Call ``{endpoint}/v2.0/{project_id}/{path}``; the decoded JSON body, or :class:`DLIAPIError`."""
         settings = self.settings
         url = f"{settings.base_url}/{path}"
         headers = {"X-Project-Id": settings.project_id}
-        kwargs: dict[str, Any] = {"params": params, "json": json, "headers": headers}
+        kwargs: dict[str, Any] = {"params": params, "json": json, "headers": headers, "lost": lost}
         response = self._send(method, url, idempotent=idempotent, auth=settings.auth, **kwargs)
         tokens = settings.tokens
         if response.status_code == 401 and tokens and tokens.refused(response.request.headers.get("X-Auth-Token", "")):
@@ -626,38 +703,59 @@ class DLIHook(BaseHook):
                 return
             start += len(sessions)
 
-    def cancel_batch(self, batch_id: str) -> CancelResult:
-        """Cancel the job (``DELETE /batches/{batch_id}``); idempotent.
+    def cancel_batch(self, batch_id: str, *, settle_timeout: float = CANCEL_SETTLE_TIMEOUT) -> CancelResult:
+        """Cancel the job (``DELETE /batches/{batch_id}``); idempotent, and says what it found.
 
-        A job that already finished cannot be cancelled: DLI refuses with an undocumented error code, so the
-        outcome is decided from the job's state instead. Returns ``cancelled=False`` and the state for a
-        finished job; raises :class:`DLIAPIError` for anything else (unknown id, auth, server errors).
+        DLI refuses to cancel a job that has finished, and one that an earlier cancel is taking down (its state
+        reads live for a moment before it turns ``dead``), with an undocumented error code. So a refusal is
+        judged by the job's state, re-read for up to ``settle_timeout`` seconds (:data:`_REFUSED_CANCEL`): the
+        result's ``outcome`` is ``cancelled``, ``already_cancelling`` or ``already_finished``. Raises
+        :class:`DLIAPIError` for anything else (unknown id, auth, server errors, a live job that stays live).
         """
         batch_id = validate_batch_id(batch_id)
+        lost: list[str] = []
         try:
-            self.request("DELETE", f"batches/{batch_id}")
+            self.request("DELETE", f"batches/{batch_id}", lost=lost)
         except DLIAPIError as refused:
             if refused.status_code not in (400, 404):
                 raise
-            try:
-                state = self.get_batch_state(batch_id)
-            except DLIAPIError:
-                raise refused from None
-            if state not in TERMINAL_STATES:
-                raise
-            self.log.debug("DLI batch job %s had already finished (%s)", batch_id, state)
-            return {"batch_id": batch_id, "cancelled": False, "state": state}
+            return self._judge_refused_cancel(batch_id, refused, bool(lost), settle_timeout)
         # Debug, not info: bulk cancels call this hundreds of times, and a log line costs more than the
         # rest of the client's work. Callers log the outcome (cancel_summary) where a person reads it.
         self.log.debug("Cancelled DLI batch job %s", batch_id)
-        return {"batch_id": batch_id, "cancelled": True, "state": None}
+        return {"batch_id": batch_id, "cancelled": True, "outcome": "cancelled", "state": None}
+
+    def _judge_refused_cancel(
+        self, batch_id: str, refused: DLIAPIError, answer_lost: bool, settle_timeout: float
+    ) -> CancelResult:
+        try:
+            state = self.get_batch_state(batch_id)
+        except DLIAPIError:
+            raise refused from None
+        was_live = state not in TERMINAL_STATES
+        deadline = time.monotonic() + settle_timeout
+        while state not in TERMINAL_STATES and (remaining := deadline - time.monotonic()) > 0:
+            time.sleep(min(_SETTLE_POLL, remaining))
+            state = self.get_batch_state(batch_id)
+        settled = state if state in TERMINAL_STATES else "live"
+        outcome = _REFUSED_CANCEL.get((answer_lost, was_live, settled))
+        if outcome is None:
+            raise DLIAPIError(
+                f"{refused} - the job is still {state!r} after {settle_timeout:g} s, so no cancel was under way",
+                status_code=refused.status_code,
+                error_code=refused.error_code,
+                error_msg=refused.error_msg,
+                request_id=refused.request_id,
+            ) from refused
+        self.log.debug("DLI batch job %s: cancel refused, judged %s (%s)", batch_id, outcome, state)
+        return {"batch_id": batch_id, "cancelled": outcome != "already_finished", "outcome": outcome, "state": state}
 
     def cancel_batches(self, batch_ids: Iterable[str], *, max_workers: int = 16) -> list[BulkCancelOutcome]:
         """Cancel many jobs at once: one outcome per distinct id, in order; one failure never stops the others,
         except a refusal of the credentials.
 
-        Every id is checked before the first request. Each outcome is ``cancelled``, ``already_finished``
-        (with the state), ``error`` (with the message), or ``not_tried``: after DLI refused the credentials
+        Every id is checked before the first request. Each outcome is ``cancelled``, ``already_cancelling`` or
+        ``already_finished`` (see :meth:`cancel_batch`; with the state), ``error`` (any exception, as one line) (with the message), or ``not_tried``: after DLI refused the credentials
         (HTTP 401), no further request is sent. The gateway locks an access key for 5 minutes after 5 failed
         authentications in a row, for every DAG that uses it; for the same reason the first cancel goes
         alone, so a wrong key or a skewed clock fails once, not once per worker.
@@ -677,13 +775,11 @@ class DLIHook(BaseHook):
                 return {"batch_id": batch_id, "outcome": "not_tried", "state": None, "error": NOT_TRIED}
             try:
                 result = self.cancel_batch(batch_id)
-            except (DLIAPIError, DLIConnectionError) as error:
+            except Exception as error:  # any failure (even a RecursionError from a freak body) is this id's only
                 if isinstance(error, DLIAPIError) and error.status_code == 401:
                     refused.append(error)
-                return {"batch_id": batch_id, "outcome": "error", "state": None, "error": str(error)}
-            if result["cancelled"]:
-                return {"batch_id": batch_id, "outcome": "cancelled", "state": None, "error": None}
-            return {"batch_id": batch_id, "outcome": "already_finished", "state": result["state"], "error": None}
+                return {"batch_id": batch_id, "outcome": "error", "state": None, "error": _error_text(error)}
+            return {"batch_id": batch_id, "outcome": result["outcome"], "state": result["state"], "error": None}
 
         if not ids:
             return []
@@ -704,15 +800,7 @@ class DLIHook(BaseHook):
                 not_tried,
                 len(ids),
             )
-        counts = {
-            kind: sum(o["outcome"] == kind for o in outcomes) for kind in ("cancelled", "already_finished", "error")
-        }
-        self.log.info(
-            "Cancelled %d DLI batch jobs; %d had already finished; %d could not be cancelled",
-            counts["cancelled"],
-            counts["already_finished"],
-            counts["error"],
-        )
+        self.log.info("%s", bulk_cancel_counts(outcomes))
         return outcomes
 
     def test_connection(self) -> tuple[bool, str]:
@@ -835,6 +923,12 @@ def _token_folder(extra: str | None, where: str) -> TokenFolder | None:
             f"got {path!r}"
         )
     return TOKEN_STORE.folder(Path(path) if path else None)
+
+
+def _error_text(error: Exception, limit: int = 500) -> str:
+    """An error as one bounded line: a bulk outcome keeps it, and thousands of them go to XCom."""
+    text = " ".join(f"{type(error).__name__}: {error}".split()) if not isinstance(error, DLIError) else str(error)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _url_from_host(host: str, port: int | None, where: str) -> str:

@@ -26,27 +26,37 @@ XCOM_KEYS = ("dli_batch_id", "return_value")
 class DLICancelBatchNotifier(BaseNotifier):
     """Cancel the batch job(s) of a task when a callback fires.
 
-    :param batch_id: the job's id (templated). Without it, the XCom ``dli_batch_id`` (then
-        ``return_value``) of ``source_task_id`` is used: one id or a list of ids.
+    :param batch_id: the job's id, or a list of ids (templated). Without it, the XCom ``dli_batch_id``
+        (then ``return_value``) of the task instance is used: one id or a list of ids.
     :param source_task_id: the task that submitted the job (templated); by default the task whose callback
         fires. Needed in DAG-level callbacks.
+    :param source_map_index: with ``source_task_id``, only this map index of that task (templated, e.g.
+        ``"{{ ti.map_index }}"``).
     :param dli_conn_id: the DLI connection (templated).
     :param project_id: overrides the connection's project (templated).
     :param this_dag_run: instead of ids, cancel every live job that this DAG run's submit operators started
         (their names start with ``airflow.{dag_id}.{run_id}.``), with one listing and concurrent cancels.
         Meant for a DAG-level ``on_failure_callback``.
 
+    Whose jobs: without ``source_task_id``, only the job(s) of the task instance whose callback fires, so the
+    callback of one failed map index of a mapped task never cancels its healthy siblings' jobs. With
+    ``source_task_id``, every map index of that task (one, for a task that is not mapped), unless
+    ``source_map_index`` names one.
+
     Finding no id is not an error (the submit may have failed before DLI accepted a job): it is logged.
-    Ids that the callback cannot cancel raise, and Airflow logs the failure beside the task's own.
+    Every id is tried (the same bulk cancel as :class:`~airflow_provider_dli.operators.dli.DLICancelBatchOperator`);
+    then, if any could not be cancelled, the callback raises once with a short summary, and Airflow logs
+    the failure beside the task's own. Each job's outcome is in the log.
     """
 
-    template_fields: Sequence[str] = ("batch_id", "source_task_id", "dli_conn_id", "project_id")
+    template_fields: Sequence[str] = ("batch_id", "source_task_id", "source_map_index", "dli_conn_id", "project_id")
 
     def __init__(
         self,
         *,
-        batch_id: str | None = None,
+        batch_id: str | Sequence[str] | None = None,
         source_task_id: str | None = None,
+        source_map_index: int | str | None = None,
         dli_conn_id: str = "dli_default",
         project_id: str | None = None,
         this_dag_run: bool = False,
@@ -54,29 +64,52 @@ class DLICancelBatchNotifier(BaseNotifier):
         super().__init__()
         if this_dag_run and (batch_id is not None or source_task_id is not None):
             raise ValueError("this_dag_run=True cancels the whole run's jobs: give no batch_id or source_task_id")
-        if batch_id and not resolved_later(batch_id, text=True):
+        if isinstance(batch_id, str) and batch_id and not resolved_later(batch_id, text=True):
             validate_batch_id(batch_id)  # a plain id is checked when the DAG file is parsed
+        elif isinstance(batch_id, list | tuple) and not resolved_later(batch_id, text=True):
+            for item in batch_id:
+                if not resolved_later(item, text=True):
+                    validate_batch_id(item)
+        if source_map_index is not None and source_task_id is None:
+            raise ValueError("source_map_index picks a map index of source_task_id: give source_task_id too")
         self.batch_id = batch_id
         self.source_task_id = source_task_id
+        self.source_map_index = source_map_index
         self.dli_conn_id = dli_conn_id
         self.project_id = project_id
         self.this_dag_run = this_dag_run
 
     def notify(self, context: Context) -> None:
-        from airflow_provider_dli.hooks.dli import DLIHook, cancel_summary
+        from airflow_provider_dli.exceptions import DLIError
+        from airflow_provider_dli.hooks.dli import (
+            DLIHook,
+            bulk_cancel_counts,
+            bulk_cancel_failure,
+            bulk_cancel_table,
+        )
 
         ti = context.get("ti")
         where = f"{ti.dag_id}.{ti.task_id}" if ti is not None else str(context.get("run_id", "DAG"))
         if self.this_dag_run:
             self._cancel_dag_run_jobs(context)
             return
-        batch_ids = [self.batch_id] if self.batch_id else self._batch_ids_from_xcom(context)
+        if ti is not None and getattr(ti, "map_index", -1) >= 0:
+            where += f"[{ti.map_index}]"
+        if isinstance(self.batch_id, str):
+            batch_ids = [self.batch_id] if self.batch_id else []
+        elif self.batch_id is not None:
+            batch_ids = list(self.batch_id)
+        else:
+            batch_ids = self._batch_ids_from_xcom(context)
         if not batch_ids:
             self.log.info("No DLI batch job id found for %s: nothing to cancel", where)
             return
-        hook = DLIHook(self.dli_conn_id, project_id=self.project_id, caller=f"{where} callback")
-        for batch_id in batch_ids:
-            self.log.info("%s (callback of %s)", cancel_summary(hook.cancel_batch(batch_id)), where)
+        hook = DLIHook(self.dli_conn_id, project_id=self.project_id, caller=f"{where.split('[')[0]} callback")
+        outcomes = hook.cancel_batches(batch_ids)
+        self.log.info("%s (callback of %s):\n%s", bulk_cancel_counts(outcomes), where, bulk_cancel_table(outcomes))
+        failure = bulk_cancel_failure(outcomes, "the log of this callback")
+        if failure:
+            raise DLIError(failure)
 
     def _cancel_dag_run_jobs(self, context: Context) -> None:
         from airflow_provider_dli.hooks.dli import DLIHook
@@ -105,10 +138,18 @@ class DLICancelBatchNotifier(BaseNotifier):
             self.log.warning("The callback context has no task instance: pass batch_id= to the notifier")
             return []
         task_id = self.source_task_id or ti.task_id
+        # xcom_pull without map_indexes returns every map index's value: pick this task instance's own,
+        # or the map index asked for, or (source_task_id alone) all of them.
+        pull: dict[str, Any] = {}
+        if self.source_task_id is None:
+            pull["map_indexes"] = getattr(ti, "map_index", -1)
+        elif self.source_map_index is not None:
+            pull["map_indexes"] = _map_index(self.source_map_index)
         for key in XCOM_KEYS:
-            value: Any = ti.xcom_pull(task_ids=task_id, key=key)
+            value: Any = ti.xcom_pull(task_ids=task_id, key=key, **pull)
             values = value if isinstance(value, list) else [value]
-            ids = [item for item in values if item]
+            # One value per map index when several were pulled; each may itself be a list of ids.
+            ids = [item for entry in values for item in (entry if isinstance(entry, list) else [entry]) if item]
             if not ids:
                 continue
             try:
@@ -118,3 +159,11 @@ class DLICancelBatchNotifier(BaseNotifier):
                     raise
                 self.log.info("XCom return_value of task %s is not a DLI batch job id", task_id)
         return []
+
+
+def _map_index(value: int | str) -> int:
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        value = int(value)  # templated values render as strings
+    if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+        raise ValueError(f"source_map_index must be a map index, a whole number >= 0; got {value!r}")
+    return value

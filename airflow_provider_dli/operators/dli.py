@@ -38,6 +38,8 @@ XCOM_BATCH_ID = "dli_batch_id"
 # SIGTERM gives a task 5 s before SIGKILL: the cancel in on_kill must fit in that whatever the server does
 # (an attempt ends after connect + read timeouts in all; every request of the call ends within the deadline).
 ON_KILL_HOOK_OPTIONS: dict[str, Any] = {"timeout": (1.0, 2.0), "retry_limit": 0, "deadline": 4.0}
+ON_KILL_SETTLE_TIMEOUT = 1.0
+"""Seconds on_kill re-reads the state after a refused cancel (an earlier cancel may be under way)."""
 
 _MEMORY = re.compile(r"[1-9][0-9]*[MmGg]")
 _SC_TYPES = ("A", "B", "C")
@@ -457,7 +459,8 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
 
         self.log.warning("Task killed: cancelling DLI batch job %s", self.batch_id)
         try:
-            self.log.info("%s", cancel_summary(task_hook(self, **ON_KILL_HOOK_OPTIONS).cancel_batch(self.batch_id)))
+            hook = task_hook(self, **ON_KILL_HOOK_OPTIONS)
+            self.log.info("%s", cancel_summary(hook.cancel_batch(self.batch_id, settle_timeout=ON_KILL_SETTLE_TIMEOUT)))
         except Exception:
             self.log.exception("Could not cancel DLI batch job %s", self.batch_id)
 
@@ -484,8 +487,13 @@ class DLICancelBatchOperator(BaseOperator):
     :param poll_interval: seconds between state polls while waiting.
     :param termination_timeout: seconds to wait for the terminal state before failing the task.
     :param fail_if_finished: for one id: fail (without retries) when the job had already finished.
-    :return: for one id, ``{"batch_id", "cancelled", "state"}``; otherwise one
-        ``{"batch_id", "outcome", "state", "error"}`` per job (the task fails after trying all, if any failed).
+    :param fail_after_cancel: for a list or a filter: after every job was cancelled, fail the task (without
+        retries) anyway. The kill switch (``this_dag_run=True, trigger_rule="one_failed"``) runs only when
+        something failed, and as a leaf that succeeds it would mark the failed DAG run ``success``.
+    :return: for one id, ``{"batch_id", "cancelled", "outcome", "state"}``; otherwise one
+        ``{"batch_id", "outcome", "state", "error"}`` per job. When any job could not be cancelled, the task
+        fails after trying all, with a short summary; every outcome is then still in XCom (``return_value``)
+        and in the task log.
     """
 
     template_fields: Sequence[str] = ("batch_id", "queue_name", "job_name", "project_id", "dli_conn_id")
@@ -507,6 +515,7 @@ class DLICancelBatchOperator(BaseOperator):
         poll_interval: float = 5.0,
         termination_timeout: float = 300.0,
         fail_if_finished: bool = False,
+        fail_after_cancel: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -533,6 +542,7 @@ class DLICancelBatchOperator(BaseOperator):
         self.poll_interval = _positive_seconds("poll_interval", poll_interval)
         self.termination_timeout = _positive_seconds("termination_timeout", termination_timeout)
         self.fail_if_finished = fail_if_finished
+        self.fail_after_cancel = fail_after_cancel
         self.filtered = filtered
         checks = {"batch_id": _batch_ids, "queue_name": non_empty_text, "job_name": non_empty_text}
         check_at_parse(self, checks | CONNECTION_FIELDS)
@@ -542,6 +552,8 @@ class DLICancelBatchOperator(BaseOperator):
         return task_hook(self)
 
     def execute(self, context: Context) -> Any:
+        from airflow_provider_dli.hooks.dli import bulk_cancel_counts, bulk_cancel_failure, bulk_cancel_table
+
         hook = self.hook
         if not self.filtered:  # never the filter's branch: a batch_id that rendered to None must not cancel all
             batch_ids = _batch_ids("batch_id", self.batch_id)
@@ -557,14 +569,15 @@ class DLICancelBatchOperator(BaseOperator):
                 return [{"batch_id": b["id"], "name": b.get("name"), "state": b["state"]} for b in matching]
             ids = [batch["id"] for batch in matching]
         outcomes = hook.cancel_batches(ids, max_workers=self.max_workers)
-        failed = [outcome for outcome in outcomes if outcome["outcome"] == "error"]
-        not_tried = sum(outcome["outcome"] == "not_tried" for outcome in outcomes)
-        if failed or not_tried:
-            details = "; ".join(f"{outcome['batch_id']}: {outcome['error']}" for outcome in failed)
-            if not_tried:
-                details += f"; {not_tried} not tried after DLI refused the credentials"
-            raise AirflowException(
-                f"{len(failed) + not_tried} of {len(outcomes)} DLI batch jobs were not cancelled: {details}"
+        self.log.info("Outcome of each cancel:\n%s", bulk_cancel_table(outcomes))
+        failure = bulk_cancel_failure(outcomes, "the XCom return_value and the task log")
+        if failure:
+            context["ti"].xcom_push(key="return_value", value=outcomes)  # kept, though the task fails
+            raise AirflowException(failure)
+        if self.fail_after_cancel:
+            context["ti"].xcom_push(key="return_value", value=outcomes)
+            raise AirflowFailException(
+                f"Kill switch: {bulk_cancel_counts(outcomes)}; failing (fail_after_cancel) so that the DAG run fails"
             )
         return outcomes
 

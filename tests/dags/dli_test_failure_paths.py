@@ -65,7 +65,9 @@ with DAG("dli_test_kill_switch", schedule=None, catchup=False):
     def validate() -> None:
         raise ValueError("bad input")
 
-    kill_switch = DLICancelBatchOperator(task_id="cancel_this_runs_jobs", this_dag_run=True, trigger_rule="one_failed")
+    kill_switch = DLICancelBatchOperator(
+        task_id="cancel_this_runs_jobs", this_dag_run=True, trigger_rule="one_failed", fail_after_cancel=True
+    )
     jobs >> validate() >> kill_switch
 
 with DAG(
@@ -119,3 +121,19 @@ with DAG(
         raise ValueError("bad input")
 
     [DLISubmitBatchOperator(task_id=f"submit_{n}", wait_for_completion=False, **JOB) for n in range(2)] >> fail()
+
+with DAG("dli_test_notifier_many_ids", schedule=None, catchup=False):
+    from airflow.sdk import task
+
+    @task
+    def submit_three() -> list[str]:  # a list of ids in XCom
+        from airflow_provider_dli.hooks.dli import DLIHook
+
+        hook = DLIHook()
+        return [str(hook.create_batch({"file": "obs://bucket/app.jar", "className": "A"})["id"]) for _ in range(3)]
+
+    @task(on_failure_callback=DLICancelBatchNotifier(source_task_id="submit_three"))
+    def check_many() -> None:
+        raise ValueError("bad input")
+
+    submit_three() >> check_many()
