@@ -6,3 +6,30 @@ from __future__ import annotations
 LIVE_STATES = frozenset({"starting", "running", "recovering"})
 TERMINAL_STATES = frozenset({"success", "dead"})
 """``success`` (the console's Finished) and ``dead`` (Failed, and what a cancelled job becomes)."""
+KNOWN_STATES = LIVE_STATES | TERMINAL_STATES
+
+UNKNOWN_STATE_POLLS = 3
+"""Consecutive polls that may read a state outside the documented five before waiting ends in an error: a
+passing oddity is tolerated, a state DLI added (or a proxy invented) is reported instead of polled forever."""
+
+
+class UnknownStates:
+    """Counts a wait's consecutive polls that read an undocumented state (``FAILED``, ``cancelled``...)."""
+
+    def __init__(self, batch_id: str, limit: int = UNKNOWN_STATE_POLLS) -> None:
+        self.batch_id = batch_id
+        self.limit = limit
+        self.seen = 0
+
+    def check(self, state: str) -> str | None:
+        """None while waiting may go on; the error message once ``limit`` polls in a row read unknown states."""
+        if state in KNOWN_STATES:
+            self.seen = 0
+            return None
+        self.seen += 1
+        if self.seen < self.limit:
+            return None
+        return (
+            f"DLI reports batch job {self.batch_id} in state {state!r}, which is none of the documented states "
+            f"{sorted(KNOWN_STATES)}, {self.seen} polls in a row: stopped waiting for it"
+        )

@@ -6,6 +6,8 @@ moves them; a job's Spark ``conf`` can change its timing or make it end ``dead``
 
 - ``dli.emulator.final_state``: ``success`` (default) or ``dead``
 - ``dli.emulator.starting_seconds`` / ``dli.emulator.running_seconds``: override the emulator's defaults
+- ``dli.emulator.driver_attempts``: how many drivers ran (``auto_recovery`` restarts); each has its own log,
+  read with the log API's ``index`` (0, the default, is the first; past the last, an empty log)
 
 Control endpoints under ``/_emulator/`` let another process read the jobs and cancel events and script faults,
 the same as the Python methods of :class:`DLIEmulator`. They have no auth: the emulator binds to loopback, and
@@ -122,6 +124,7 @@ class Job:
     owner: str
     cancelled_at: float | None = None
     cancel_lag: float = 0.0
+    driver_attempts: int = 1
 
     def state(self, now: float) -> str:
         if self.cancelled_at is not None and now >= self.cancelled_at + self.cancel_lag:
@@ -139,9 +142,18 @@ class Job:
             return self.cancelled_at + self.cancel_lag
         return self.created + self.starting_seconds + self.running_seconds
 
-    def log_lines(self, now: float) -> list[str]:
+    def log_lines(self, now: float, index: int | None = None) -> list[str]:
+        """Driver attempt ``index``'s log (the last attempt's by default); every attempt but the last was lost."""
         state = self.state(now)
+        last = self.driver_attempts - 1
+        index = last if index is None else index
+        if not 0 <= index <= last:
+            return []
         lines = [f"INFO DLI: batch job {self.id} submitted to queue {self.body.get('queue') or 'default'}"]
+        if index < last:
+            return [*lines, f"ERROR DLI: driver attempt {index + 1} lost; restarting it (auto_recovery)"]
+        if index:
+            lines.append(f"INFO DLI: driver attempt {index + 1} of job {self.id}")
         if state == "starting":
             return lines
         lines += [
@@ -543,6 +555,9 @@ class DLIEmulator:
                 timings[name] = float(conf.get(CONF_PREFIX + name, default))
             except (TypeError, ValueError):
                 raise _Reject(400, "DLI.0001", f"Parameter check error: {CONF_PREFIX}{name} must be seconds") from None
+        attempts = conf.get(CONF_PREFIX + "driver_attempts", 1)
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            raise _Reject(400, "DLI.0001", f"Parameter check error: {CONF_PREFIX}driver_attempts must be >= 1")
         job = Job(
             id=str(uuid.uuid4()),
             body=body,
@@ -552,6 +567,7 @@ class DLIEmulator:
             final_state=final_state,
             owner=owner,
             cancel_lag=self.cancel_lag,
+            driver_attempts=attempts,
         )
         with self._lock:
             self.jobs[job.id] = job
@@ -649,7 +665,8 @@ class DLIEmulator:
         elif leaf == "state" and method == "GET":
             return 200, {"id": batch_id, "state": self._job(batch_id).state(now)}, {}
         elif leaf == "log" and method == "GET":
-            lines = self._job(batch_id).log_lines(now)
+            # Like DLI, the first driver's log unless the query names another attempt with index.
+            lines = self._job(batch_id).log_lines(now, _query_int(query, "index", 0))
             start, size = _query_int(query, "from", 0), _query_int(query, "size", 100)
             if start < 0 or size < 1:
                 raise _Reject(400, "DLI.0001", "Parameter check error: from >= 0 and size >= 1")

@@ -59,6 +59,8 @@ POOL_SIZE = 32
 TEST_CONNECTION_TIMEOUT = (3.0, 5.0)
 TEST_CONNECTION_DEADLINE = 10.0
 """The connection form's Test button: a person waits for its answer (one attempt, these timeouts at most)."""
+DEFAULT_MAX_RETRY_TIMES = 20
+"""DLI's documented default for ``max_retry_times``: how often it restarts an ``auto_recovery`` job's driver."""
 MAX_BACKOFF = 30.0
 """Longest sleep between two attempts; with ``retry_limit`` it bounds a call's total time."""
 MAX_RETRY_AFTER = 60.0
@@ -647,26 +649,53 @@ class DLIHook(BaseHook):
             )
         return state.lower()
 
-    def get_batch_log(self, batch_id: str, *, start: int = 0, size: int = 100) -> tuple[int, list[str]]:
-        """Driver log lines ``start`` to ``start + size`` of the job, and how many lines there are in all."""
+    def get_batch_log(
+        self, batch_id: str, *, start: int = 0, size: int = 100, attempt: int | None = None
+    ) -> tuple[int, list[str]]:
+        """Driver log lines ``start`` to ``start + size`` of the job, and how many lines there are in all.
+
+        ``attempt`` is the log API's ``index``: which driver, when DLI restarted it (``auto_recovery``); DLI
+        answers the first (0) without it. The log API is marked deprecated: callers treat it as best effort.
+        """
         for name, value, low in (("start", start, 0), ("size", size, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be a whole number >= {low}; got {shown(value)}")
-        body = self.request(
-            "GET",
-            f"batches/{validate_batch_id(batch_id)}/log",
-            params={"from": start, "size": size, "type": "driver"},
-        )
+        params: dict[str, Any] = {"from": start, "size": size, "type": "driver"}
+        if attempt is not None:
+            params["index"] = attempt
+        body = self.request("GET", f"batches/{validate_batch_id(batch_id)}/log", params=params)
         return int(body.get("total") or 0), [str(line) for line in body.get("log") or []]
 
-    def tail_batch_log(self, batch_id: str, lines: int = 50) -> list[str]:
-        """The last ``lines`` driver log lines of the job."""
+    def last_driver_attempt(self, batch_id: str, max_attempts: int = DEFAULT_MAX_RETRY_TIMES + 1) -> int:
+        """The index of the job's last driver: DLI says nothing of how many ran, so the log API is asked for
+        attempt 1, 2, ... until one has no log (an empty log, or a refusal: either reading of DLI's answer)."""
+        last = 0
+        for attempt in range(1, max_attempts):
+            try:
+                total, lines = self.get_batch_log(batch_id, size=1, attempt=attempt)
+            except DLIAPIError as error:
+                if not 400 <= error.status_code < 500:
+                    raise
+                break
+            if not total and not lines:
+                break
+            last = attempt
+        return last
+
+    def tail_batch_log(
+        self, batch_id: str, lines: int = 50, *, last_attempt: bool = False, max_attempts: int | None = None
+    ) -> list[str]:
+        """The last ``lines`` driver log lines of the job: of its first driver, or with ``last_attempt`` of its
+        last one (for ``auto_recovery`` jobs, whose driver DLI may have restarted up to ``max_attempts`` times)."""
         if isinstance(lines, bool) or not isinstance(lines, int) or lines < 1:
             raise ValueError(f"lines must be a whole number >= 1; got {shown(lines)}")
-        total, first_page = self.get_batch_log(batch_id, size=lines)
+        attempt = None
+        if last_attempt:
+            attempt = self.last_driver_attempt(batch_id, max_attempts or DEFAULT_MAX_RETRY_TIMES + 1) or None
+        total, first_page = self.get_batch_log(batch_id, size=lines, attempt=attempt)
         if total <= lines:
             return first_page
-        return self.get_batch_log(batch_id, start=total - lines, size=lines)[1]
+        return self.get_batch_log(batch_id, start=total - lines, size=lines, attempt=attempt)[1]
 
     def list_batches(self, *, page_size: int = 100, **filters: Any) -> Iterator[dict[str, Any]]:
         """Every batch object matching ``filters``, page by page (``from``/``size``), each job once.
@@ -755,8 +784,8 @@ class DLIHook(BaseHook):
         except a refusal of the credentials.
 
         Every id is checked before the first request. Each outcome is ``cancelled``, ``already_cancelling`` or
-        ``already_finished`` (see :meth:`cancel_batch`; with the state), ``error`` (any exception, as one line) (with the message), or ``not_tried``: after DLI refused the credentials
-        (HTTP 401), no further request is sent. The gateway locks an access key for 5 minutes after 5 failed
+        ``already_finished`` (see :meth:`cancel_batch`; with the state), ``error`` (any exception, as one line), or
+        ``not_tried``: after DLI refused the credentials (HTTP 401), no further request is sent. The gateway locks an access key for 5 minutes after 5 failed
         authentications in a row, for every DAG that uses it; for the same reason the first cancel goes
         alone, so a wrong key or a skewed clock fails once, not once per worker.
         """

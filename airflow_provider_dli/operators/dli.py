@@ -17,7 +17,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_dli._compat import RETRIES_RECONNECT, AirflowFailException, ResumableJobMixin, conf
-from airflow_provider_dli.states import LIVE_STATES, TERMINAL_STATES
+from airflow_provider_dli.states import LIVE_STATES, TERMINAL_STATES, UnknownStates
 from airflow_provider_dli.validation import (
     non_empty_text,
     resolved_later,
@@ -386,8 +386,12 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         if self.batch_id != batch_id:  # reconnected on a retry: this try's XCom is empty
             self.log.info("Reconnecting to DLI batch job %s submitted by an earlier try", batch_id)
             self._remember(batch_id, context)
+        unknown = UnknownStates(batch_id)
         while (state := self.hook.get_batch_state(batch_id)) not in TERMINAL_STATES:
             self.log.info("DLI batch job %s is %s", batch_id, state)
+            if problem := unknown.check(state):
+                self._cancel_before_failing(batch_id)
+                raise AirflowException(problem + "; it was cancelled")
             time.sleep(self.poll_interval)
         self._finish(batch_id, state)
 
@@ -430,9 +434,7 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
                 f"({self.execution_timeout}); it was cancelled"
             )
         if status == "error":
-            from airflow_provider_dli.hooks.dli import cancel_summary
-
-            self.log.info("%s", cancel_summary(self.hook.cancel_batch(batch_id)))  # the job must not outlive the task
+            self._cancel_before_failing(batch_id)  # the job must not outlive the task
             raise AirflowException(f"Lost track of DLI batch job {batch_id}, so it was cancelled: {event['message']}")
         self._finish(batch_id, status)
         return batch_id
@@ -445,11 +447,43 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
 
     def _finish(self, batch_id: str, state: str) -> None:
         """Copy the job's last log lines into the task log; fail the task if the job failed."""
-        self.log.info("DLI batch job %s ended %s; its last driver log lines:", batch_id, state)
-        for line in self.hook.tail_batch_log(batch_id, self.log_tail_lines):
-            self.log.info("  %s", line)
+        self._copy_log_tail(batch_id, state)
         if state != "success":
             raise AirflowException(f"DLI batch job {batch_id} ended {state}")
+
+    def _copy_log_tail(self, batch_id: str, state: str) -> None:
+        """Best effort: DLI marks its log API deprecated, so a log that cannot be read is reported, never fatal.
+        For an ``auto_recovery`` job, whose driver DLI may have restarted, the last driver's log."""
+        from airflow_provider_dli.exceptions import DLIError
+
+        extra = self.extra_body if isinstance(self.extra_body, Mapping) else {}
+        recovering = bool(extra.get("auto_recovery"))
+        retries = extra.get("max_retry_times")
+        attempts = retries + 1 if isinstance(retries, int) and not isinstance(retries, bool) and retries >= 0 else None
+        try:
+            lines = self.hook.tail_batch_log(
+                batch_id, self.log_tail_lines, last_attempt=recovering, max_attempts=attempts
+            )
+        except (DLIError, ValueError) as error:
+            self.log.warning(
+                "DLI batch job %s ended %s; its driver log could not be read (the log API is best effort): %s",
+                batch_id,
+                state,
+                error,
+            )
+            return
+        which = "last driver's " if recovering else ""
+        self.log.info("DLI batch job %s ended %s; its %slast driver log lines:", batch_id, state, which)
+        for line in lines:
+            self.log.info("  %s", line)
+
+    def _cancel_before_failing(self, batch_id: str) -> None:
+        from airflow_provider_dli.hooks.dli import cancel_summary
+
+        try:
+            self.log.info("%s", cancel_summary(self.hook.cancel_batch(batch_id)))
+        except Exception:
+            self.log.exception("Could not cancel DLI batch job %s", batch_id)
 
     def on_kill(self) -> None:
         """SIGTERM or execution_timeout: cancel the job within the 5 s before SIGKILL."""

@@ -12,7 +12,7 @@ from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_dli._compat import AirflowFailException, conf
 from airflow_provider_dli.operators.dli import CONNECTION_FIELDS, check_at_parse, one_batch_id, task_hook
-from airflow_provider_dli.states import TERMINAL_STATES
+from airflow_provider_dli.states import TERMINAL_STATES, UnknownStates
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -60,9 +60,15 @@ class DLIBatchSensor(BaseSensorOperator):
     def hook(self) -> DLIHook:
         return task_hook(self)
 
+    @cached_property
+    def _unknown_states(self) -> UnknownStates:
+        return UnknownStates(self.batch_id)
+
     def poke(self, context: Context) -> bool:
         state = self.hook.get_batch_state(self.batch_id)
         self.log.info("DLI batch job %s is %s", self.batch_id, state)
+        if problem := self._unknown_states.check(state):
+            raise AirflowException(problem)
         return self._ended(state)
 
     def _ended(self, state: str) -> bool:

@@ -17,7 +17,7 @@ from airflow import __version__ as airflow_version
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 from packaging.version import Version
 
-from airflow_provider_dli.states import TERMINAL_STATES
+from airflow_provider_dli.states import TERMINAL_STATES, UnknownStates
 
 if TYPE_CHECKING:
     from airflow_provider_dli.hooks.dli import DLIHook
@@ -127,10 +127,14 @@ class DLIBatchTrigger(BaseTrigger):
             _in_background(self._warm_up_task_sdk())
         try:
             hook = await self._hook()
+            unknown = UnknownStates(self.batch_id)
             while True:
                 state = await asyncio.to_thread(hook.get_batch_state, self.batch_id)
                 if state in TERMINAL_STATES:
                     yield TriggerEvent({"status": state, "batch_id": self.batch_id, "state": state})
+                    return
+                if problem := unknown.check(state):
+                    yield TriggerEvent({"status": "error", "batch_id": self.batch_id, "message": problem})
                     return
                 remaining = None if self.deadline is None else self.deadline - time.time()
                 if remaining is not None and remaining <= 0:

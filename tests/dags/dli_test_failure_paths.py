@@ -137,3 +137,12 @@ with DAG("dli_test_notifier_many_ids", schedule=None, catchup=False):
         raise ValueError("bad input")
 
     submit_three() >> check_many()
+
+with DAG("dli_test_recovered_job_log", schedule=None, catchup=False):
+    # DLI restarted the driver once (auto_recovery); the job has succeeded by the first poll.
+    DLISubmitBatchOperator(
+        task_id="submit",
+        extra_body={"auto_recovery": True, "max_retry_times": 5},
+        conf={"dli.emulator.driver_attempts": 2, "dli.emulator.starting_seconds": 0, "dli.emulator.running_seconds": 0},
+        **JOB,
+    )
