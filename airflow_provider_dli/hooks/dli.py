@@ -783,11 +783,12 @@ class DLIHook(BaseHook):
         """Cancel many jobs at once: one outcome per distinct id, in order; one failure never stops the others,
         except a refusal of the credentials.
 
-        Every id is checked before the first request. Each outcome is ``cancelled``, ``already_cancelling`` or
-        ``already_finished`` (see :meth:`cancel_batch`; with the state), ``error`` (any exception, as one line), or
-        ``not_tried``: after DLI refused the credentials (HTTP 401), no further request is sent. The gateway locks an access key for 5 minutes after 5 failed
-        authentications in a row, for every DAG that uses it; for the same reason the first cancel goes
-        alone, so a wrong key or a skewed clock fails once, not once per worker.
+        Every id is checked before the first request. Each outcome is ``cancelled``, ``already_cancelling``
+        or ``already_finished`` (see :meth:`cancel_batch`; with the state), ``error`` (any exception, as one
+        line), or ``not_tried``: after DLI refused the credentials (HTTP 401), no further request is sent. The
+        gateway locks an access key for 5 minutes after 5 failed authentications in a row, for every DAG that
+        uses it; for the same reason the first cancel goes alone, so a wrong key or a skewed clock fails once,
+        not once per worker.
         """
         if isinstance(batch_ids, str | bytes | Mapping) or not isinstance(batch_ids, Iterable):
             raise ValueError(f"batch_ids must be a list of DLI batch job ids; got {shown(batch_ids)}")
