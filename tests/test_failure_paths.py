@@ -200,11 +200,52 @@ def test_retried_task_reconnects_instead_of_resubmitting(long_jobs: DLIEmulator,
         finally:
             process.kill()
     assert process.returncode == 0, output[-3000:]
+    assert len(long_jobs.jobs) == 1
     if AIRFLOW_3_3:
-        assert len(long_jobs.jobs) == 1
         assert "Reconnecting to DLI batch job" in output
-    else:  # documented: before 3.3 there is no task_state_store, so the retry submits again
-        assert len(long_jobs.jobs) == 2
+    else:  # no task_state_store before 3.3: the retry finds its live job by name
+        assert "Adopting DLI batch job" in output
+    assert long_jobs.cancel_events == []
+
+
+def run_until_waiting_then_finish(home: AirflowHome, dag_id: str, emulator: DLIEmulator) -> str:
+    """``airflow dags test`` until a task waits on a job (a state poll is answered); then end every job."""
+    with subprocess.Popen(
+        [AIRFLOW, "dags", "test", dag_id],
+        env=home.env(TEST_DAGS, emulator),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as process:
+        try:
+            wait_until(lambda: state_polls(emulator) > 0 or process.poll() is not None, "a task to wait on a job")
+            for batch_id in list(emulator.jobs):
+                emulator.finish(batch_id)
+            output, _ = process.communicate(timeout=300)
+        finally:
+            process.kill()
+    assert process.returncode == 0, output[-3000:]
+    return output
+
+
+def test_lost_submit_answer_adopts_the_job(long_jobs: DLIEmulator, airflow_home: AirflowHome) -> None:
+    # DLI creates the job but the answer never arrives: the task finds the job by its name and waits for it.
+    long_jobs.add_fault(r".*/batches", method="POST", lose_answer=True)
+    output = run_until_waiting_then_finish(airflow_home, "dli_test_lost_submit_answer", long_jobs)
+    [batch_id] = long_jobs.jobs
+    assert f"Adopting DLI batch job {batch_id}" in output
+    assert xcom_batch_id(airflow_home, "dli_test_lost_submit_answer") == batch_id
+    assert long_jobs.cancel_events == []
+
+
+def test_retry_adopts_the_job_when_the_lookup_failed(long_jobs: DLIEmulator, airflow_home: AirflowHome) -> None:
+    # The answer is lost and so is the first look for the job: the first try fails, the retry adopts the job.
+    long_jobs.add_fault(r".*/batches", method="POST", lose_answer=True)
+    long_jobs.add_fault(r".*/batches", method="GET", status=403)
+    output = run_until_waiting_then_finish(airflow_home, "dli_test_lost_submit_answer", long_jobs)
+    [batch_id] = long_jobs.jobs
+    assert "it could not be looked for" in output
+    assert f"Adopting DLI batch job {batch_id}" in output
     assert long_jobs.cancel_events == []
 
 

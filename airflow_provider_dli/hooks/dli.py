@@ -498,7 +498,7 @@ class DLIHook(BaseHook):
                 attempt, self._backoff(attempt, response.headers.get("Retry-After")), f"HTTP {status}"
             ):
                 return response
-            if lost is not None and status >= 500:
+            if lost is not None:  # a retried 5xx or DLI.0999: DLI may have acted before it failed
                 lost.append(f"HTTP {status}")
             attempt += 1
 

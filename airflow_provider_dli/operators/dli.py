@@ -367,10 +367,72 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
     # ResumableJobMixin: how to submit, check and wait for one job
 
     def submit_job(self, context: Context) -> str:
+        """Submit the job, or adopt the one this task instance already has: never two of them.
+
+        A job under the default name is this task instance's own. A retry first looks for a live one (an
+        earlier try's, whose id never reached Airflow or which Airflow < 3.3 cannot reconnect to). After a
+        create whose answer was lost (the request may have reached DLI), the job is looked for by its name.
+        """
+        from airflow_provider_dli.exceptions import DLIAPIError, DLIConnectionError
+
         body = self.batch_body(context)
-        batch_id = str(self.hook.create_batch(body)["id"])
+        ti = context["ti"]
+        own_name = self.name is None
+        batch_id = self._adopt(body["name"], context, "an earlier try") if own_name and ti.try_number > 1 else None
+        if batch_id is None:
+            try:
+                batch_id = str(self.hook.create_batch(body)["id"])
+            except (DLIConnectionError, DLIAPIError) as lost:
+                if isinstance(lost, DLIAPIError) and lost.status_code < 500:
+                    raise  # refused: DLI created nothing
+                batch_id = self._adopt_after_lost_answer(body["name"], context, lost, own_name)
         self._remember(batch_id, context)
         return batch_id
+
+    def _adopt_after_lost_answer(self, name: str, context: Context, lost: Exception, own_name: bool) -> str:
+        from airflow_provider_dli.exceptions import DLIError
+
+        if not own_name:
+            raise DLIError(
+                f"{lost}. DLI may have created the job anyway; it is named {name!r}, which is not this task "
+                "instance's own name (name= is set), so it was not looked for"
+            ) from lost
+        self.log.warning("The answer to the job's creation was lost (%s): looking for a job named %s", lost, name)
+        try:
+            adopted = self._adopt(name, context, "this try, whose answer was lost")
+        except DLIError as listing:
+            raise DLIError(
+                f"{lost}. DLI may have created the job anyway, named {name!r}; it could not be looked for "
+                f"({listing}): a retry looks for it again before submitting"
+            ) from lost
+        if adopted is None:
+            raise DLIError(f"{lost}. No live DLI job named {name!r} was found, so none was adopted") from lost
+        return adopted
+
+    def _adopt(self, name: str, context: Context, submitted_by: str) -> str | None:
+        """The id of this task instance's live job, if it has one; any older live duplicates are cancelled."""
+        from airflow_provider_dli.job_names import owned_by
+
+        ti = context["ti"]
+        map_index = getattr(ti, "map_index", -1)
+        mine = sorted(
+            (
+                batch
+                for batch in self.hook.list_batches(job_name=name)
+                if owned_by(batch.get("name"), ti.dag_id, ti.run_id, ti.task_id, map_index)
+                and str(batch.get("state", "")).lower() in LIVE_STATES
+            ),
+            key=lambda batch: int(batch.get("create_time") or 0),
+            reverse=True,
+        )
+        if not mine:
+            return None
+        adopted, duplicates = str(mine[0]["id"]), [str(batch["id"]) for batch in mine[1:]]
+        self.log.info("Adopting DLI batch job %s (%s), submitted by %s", adopted, name, submitted_by)
+        if duplicates:
+            self.log.warning("Cancelling %d older live job(s) of this task instance: %s", len(duplicates), duplicates)
+            self.hook.cancel_batches(duplicates)
+        return adopted
 
     def get_job_status(self, external_id: Any, context: Context) -> str:
         return self.hook.get_batch_state(str(external_id))
@@ -619,11 +681,9 @@ class DLICancelBatchOperator(BaseOperator):
         """The live jobs that the filter matches, from one listing (a job that moves from ``starting`` to
         ``running`` while the pages are read is not missed); names are matched here too, since how DLI's
         list API matches ``job_name`` is not documented."""
-        prefix = None
-        if self.this_dag_run:
-            from airflow_provider_dli.job_names import dag_run_job_prefix
+        from airflow_provider_dli.job_names import owned_by
 
-            prefix = dag_run_job_prefix(context["ti"].dag_id, context["ti"].run_id) + "."
+        run = (context["ti"].dag_id, context["ti"].run_id) if self.this_dag_run else None
         if self.job_name is not None and (not isinstance(self.job_name, str) or not self.job_name.strip()):
             raise ValueError(f"job_name must be a non-empty string; got {self.job_name!r}")
         listing = hook.list_batches(queue_name=self.queue_name, job_name=self.job_name)
@@ -632,7 +692,7 @@ class DLICancelBatchOperator(BaseOperator):
             for batch in listing
             if str(batch.get("state", "")).lower() in self.states
             and (self.job_name is None or self.job_name in str(batch.get("name") or ""))
-            and (prefix is None or str(batch.get("name") or "").startswith(prefix))
+            and (run is None or owned_by(batch.get("name"), *run))
         ]
 
     def _cancel_one(self, hook: DLIHook, batch_id: str) -> CancelResult:

@@ -146,3 +146,6 @@ with DAG("dli_test_recovered_job_log", schedule=None, catchup=False):
         conf={"dli.emulator.driver_attempts": 2, "dli.emulator.starting_seconds": 0, "dli.emulator.running_seconds": 0},
         **JOB,
     )
+
+with DAG("dli_test_lost_submit_answer", schedule=None, catchup=False):
+    DLISubmitBatchOperator(task_id="submit", retries=1, retry_delay=timedelta(seconds=0), **JOB)
