@@ -20,6 +20,8 @@ from airflow_provider_dli.validation import resolved_later, validate_batch_id
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_provider_dli.hooks.dli import DLIHook
+
 XCOM_KEYS = ("dli_batch_id", "return_value")
 
 
@@ -88,49 +90,41 @@ class DLICancelBatchNotifier(BaseNotifier):
             bulk_cancel_table,
         )
 
-        ti = context.get("ti")
-        where = f"{ti.dag_id}.{ti.task_id}" if ti is not None else str(context.get("run_id", "DAG"))
         if self.this_dag_run:
-            self._cancel_dag_run_jobs(context)
-            return
-        if ti is not None and getattr(ti, "map_index", -1) >= 0:
-            where += f"[{ti.map_index}]"
-        if isinstance(self.batch_id, str):
-            batch_ids = [self.batch_id] if self.batch_id else []
-        elif self.batch_id is not None:
-            batch_ids = list(self.batch_id)
+            dag_id, run_id = context["dag"].dag_id, context["run_id"]  # a DAG callback's context may have no dag_run
+            where = f"DAG run {run_id}"
+            hook = DLIHook(self.dli_conn_id, project_id=self.project_id, caller=f"{dag_id} callback")
+            batch_ids = self._dag_run_job_ids(hook, dag_id, run_id)
         else:
-            batch_ids = self._batch_ids_from_xcom(context)
-        if not batch_ids:
-            self.log.info("No DLI batch job id found for %s: nothing to cancel", where)
-            return
-        hook = DLIHook(self.dli_conn_id, project_id=self.project_id, caller=f"{where.split('[')[0]} callback")
+            ti = context.get("ti")
+            task = f"{ti.dag_id}.{ti.task_id}" if ti is not None else str(context.get("run_id", "DAG"))
+            where = task + (f"[{ti.map_index}]" if ti is not None and getattr(ti, "map_index", -1) >= 0 else "")
+            if isinstance(self.batch_id, str):
+                batch_ids = [self.batch_id] if self.batch_id else []
+            elif self.batch_id is not None:
+                batch_ids = list(self.batch_id)
+            else:
+                batch_ids = self._batch_ids_from_xcom(context)
+            if not batch_ids:
+                self.log.info("No DLI batch job id found for %s: nothing to cancel", where)
+                return
+            hook = DLIHook(self.dli_conn_id, project_id=self.project_id, caller=f"{task} callback")
         outcomes = hook.cancel_batches(batch_ids)
         self.log.info("%s (callback of %s):\n%s", bulk_cancel_counts(outcomes), where, bulk_cancel_table(outcomes))
         failure = bulk_cancel_failure(outcomes, "the log of this callback")
         if failure:
             raise DLIError(failure)
 
-    def _cancel_dag_run_jobs(self, context: Context) -> None:
-        from airflow_provider_dli.hooks.dli import DLIHook
-        from airflow_provider_dli.job_names import dag_run_job_prefix
+    def _dag_run_job_ids(self, hook: DLIHook, dag_id: str, run_id: str) -> list[str]:
+        """Every live job of the DAG run, from one listing of every page."""
+        from airflow_provider_dli.job_names import owned_by
         from airflow_provider_dli.states import LIVE_STATES
 
-        dag_id, run_id = context["dag"].dag_id, context["run_id"]  # a DAG callback's context may have no dag_run
-        prefix = dag_run_job_prefix(dag_id, run_id) + "."
-        hook = DLIHook(self.dli_conn_id, project_id=self.project_id, caller=f"{dag_id} callback")
-        ids = [
+        return [
             str(batch["id"])
             for batch in hook.list_batches()
-            if str(batch.get("state", "")).lower() in LIVE_STATES and str(batch.get("name") or "").startswith(prefix)
+            if str(batch.get("state", "")).lower() in LIVE_STATES and owned_by(batch.get("name"), dag_id, run_id)
         ]
-        outcomes = hook.cancel_batches(ids)
-        for outcome in outcomes:
-            self.log.info("DLI batch job %s: %s", outcome["batch_id"], outcome["outcome"])
-        self.log.info("DAG run %s: %d live DLI batch job(s) found and cancelled", run_id, len(ids))
-        failed = [f"{outcome['batch_id']}: {outcome['error']}" for outcome in outcomes if outcome["outcome"] == "error"]
-        if failed:
-            raise RuntimeError(f"{len(failed)} DLI batch job(s) of the run were not cancelled: {'; '.join(failed)}")
 
     def _batch_ids_from_xcom(self, context: Context) -> list[str]:
         ti = context.get("ti")
