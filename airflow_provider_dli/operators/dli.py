@@ -667,11 +667,11 @@ class DLICancelBatchOperator(BaseOperator):
         outcomes = hook.cancel_batches(ids, max_workers=self.max_workers)
         self.log.info("Outcome of each cancel:\n%s", bulk_cancel_table(outcomes))
         failure = bulk_cancel_failure(outcomes, "the XCom return_value and the task log")
+        if (failure or self.fail_after_cancel) and (ti := context.get("ti")) is not None:
+            ti.xcom_push(key="return_value", value=outcomes)  # kept, though the task fails
         if failure:
-            context["ti"].xcom_push(key="return_value", value=outcomes)  # kept, though the task fails
             raise AirflowException(failure)
         if self.fail_after_cancel:
-            context["ti"].xcom_push(key="return_value", value=outcomes)
             raise AirflowFailException(
                 f"Kill switch: {bulk_cancel_counts(outcomes)}; failing (fail_after_cancel) so that the DAG run fails"
             )
