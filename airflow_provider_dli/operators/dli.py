@@ -583,7 +583,7 @@ class DLICancelBatchOperator(BaseOperator):
     :param poll_interval: seconds between state polls while waiting.
     :param termination_timeout: seconds to wait for the terminal state before failing the task.
     :param fail_if_finished: for one id: fail (without retries) when the job had already finished.
-    :param fail_after_cancel: for a list or a filter: after every job was cancelled, fail the task (without
+    :param fail_after_cancel: after cancelling (every job of a list or a filter), fail the task (without
         retries) anyway. The kill switch (``this_dag_run=True, trigger_rule="one_failed"``) runs only when
         something failed, and as a leaf that succeeds it would mark the failed DAG run ``success``.
     :return: for one id, ``{"batch_id", "cancelled", "outcome", "state"}``; otherwise one
@@ -648,13 +648,21 @@ class DLICancelBatchOperator(BaseOperator):
         return task_hook(self)
 
     def execute(self, context: Context) -> Any:
-        from airflow_provider_dli.hooks.dli import bulk_cancel_counts, bulk_cancel_failure, bulk_cancel_table
+        from airflow_provider_dli.hooks.dli import (
+            bulk_cancel_counts,
+            bulk_cancel_failure,
+            bulk_cancel_table,
+            cancel_summary,
+        )
 
         hook = self.hook
         if not self.filtered:  # never the filter's branch: a batch_id that rendered to None must not cancel all
             batch_ids = _batch_ids("batch_id", self.batch_id)
             if isinstance(batch_ids, str):
-                return self._cancel_one(hook, batch_ids)
+                result = self._cancel_one(hook, batch_ids)
+                if self.fail_after_cancel:
+                    raise AirflowFailException(f"{cancel_summary(result)}; failing (fail_after_cancel)")
+                return result
             ids = batch_ids
         else:
             matching = self.matching_jobs(hook, context)
