@@ -134,8 +134,11 @@ def run_shell(block: Block, home: AirflowHome, tmp_path: Path) -> None:
 
 
 def run_server(block: Block, home: AirflowHome, tmp_path: Path) -> None:
+    # The README names a port a reader can remember; the test takes a free one, so that it never collides
+    # with another run of the suite (make test runs two at once) or anything else on the machine.
+    code = re.sub(r"--port \d+", "--port 0", block.code)
     process = subprocess.Popen(
-        ["bash", "-c", block.code],
+        ["bash", "-c", code],
         cwd=tmp_path,
         env=shell_env(home, tmp_path),
         stdout=subprocess.PIPE,
