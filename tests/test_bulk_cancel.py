@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
@@ -164,6 +165,17 @@ def test_operator_fails_after_trying_every_id(dli_connection: DLIEmulator) -> No
     with pytest.raises(Exception, match=f"1 of 3 DLI batch jobs were not cancelled .*{ids[0]}: .*HTTP 503"):
         run_operator(batch_id=ids)
     assert [dli_connection.state_of(batch_id) for batch_id in ids[1:]] == ["dead", "dead"]
+
+
+def test_queue_filter_holds_when_the_server_ignores_it(dli_connection: DLIEmulator) -> None:
+    hook = DLIHook()
+    etl, adhoc = submit(hook, queue="etl"), submit(hook, queue="adhoc")
+    # A server (or a proxy) that ignores queue_name answers with every job of the project.
+    everything = {"from": 0, "total": 2, "sessions": list(hook.list_batches())}
+    dli_connection.add_fault(r".*/batches", method="GET", status=200, body=json.dumps(everything), times=None)
+    outcomes = run_operator(queue_name="etl")
+    assert [outcome["batch_id"] for outcome in outcomes] == [etl]
+    assert dli_connection.state_of(adhoc) == "starting"
 
 
 def test_operator_filter_form_and_list_only(dli_connection: DLIEmulator) -> None:

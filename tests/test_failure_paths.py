@@ -61,9 +61,9 @@ def cancelled_by(emulator: DLIEmulator, batch_id: str) -> str:
     return event.user_agent.partition("(")[2].rstrip(")")
 
 
-def xcom_batch_id(home: AirflowHome, dag_id: str) -> str:
+def xcom_batch_id(home: AirflowHome, dag_id: str, key: str = "dli_batch_id") -> str:
     with sqlite3.connect(home.path / "airflow.db") as db:
-        rows = db.execute("SELECT value FROM xcom WHERE dag_id = ? AND key = 'dli_batch_id'", (dag_id,)).fetchall()
+        rows = db.execute("SELECT value FROM xcom WHERE dag_id = ? AND key = ?", (dag_id, key)).fetchall()
     [(value,)] = rows
     return str(json.loads(value))
 
@@ -201,6 +201,8 @@ def test_retried_task_reconnects_instead_of_resubmitting(long_jobs: DLIEmulator,
             process.kill()
     assert process.returncode == 0, output[-3000:]
     assert len(long_jobs.jobs) == 1
+    # The retry returns the job's id as a first try does, reconnected or adopted.
+    assert xcom_batch_id(airflow_home, "dli_test_retry_reconnect", "return_value") == only_job(long_jobs)
     if AIRFLOW_3_3:
         assert "Reconnecting to DLI batch job" in output
     else:  # no task_state_store before 3.3: the retry finds its live job by name

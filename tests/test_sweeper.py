@@ -128,6 +128,8 @@ def test_operator_arguments_are_checked() -> None:
         DLIOrphanSweepOperator(task_id="s", grace_period=-1)
     with pytest.raises(ValueError, match="instance_id must be 1 to 64 letters"):
         DLIOrphanSweepOperator(task_id="s", instance_id="two words")
+    with pytest.raises(ValueError, match="max_workers must be a whole number from 1 to 32"):
+        DLIOrphanSweepOperator(task_id="s", max_workers=64)  # at parse time, not when orphans are found
 
 
 # One sweep over real DAG runs

@@ -362,7 +362,8 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
             return self.submit_job(context)
         if self.deferrable:
             return self._submit_and_defer(context)
-        return self.execute_resumable(context)
+        # Airflow 3.3's mixin returns poll_until_complete's None when a retry reconnects: the batch id still.
+        return self.execute_resumable(context) or self.batch_id
 
     # ResumableJobMixin: how to submit, check and wait for one job
 
@@ -688,7 +689,8 @@ class DLICancelBatchOperator(BaseOperator):
     def matching_jobs(self, hook: DLIHook, context: Context) -> list[dict[str, Any]]:
         """The live jobs that the filter matches, from one listing (a job that moves from ``starting`` to
         ``running`` while the pages are read is not missed); names are matched here too, since how DLI's
-        list API matches ``job_name`` is not documented."""
+        list API matches ``job_name`` is not documented, and queues too, so that a server that ignored the
+        filter could never widen a cancel to the whole project."""
         from airflow_provider_dli.job_names import owned_by
 
         run = (context["ti"].dag_id, context["ti"].run_id) if self.this_dag_run else None
@@ -700,6 +702,7 @@ class DLICancelBatchOperator(BaseOperator):
             for batch in listing
             if str(batch.get("state", "")).lower() in self.states
             and (self.job_name is None or self.job_name in str(batch.get("name") or ""))
+            and (self.queue_name is None or self.queue_name in (batch.get("queue"), batch.get("cluster_name")))
             and (run is None or owned_by(batch.get("name"), *run))
         ]
 
@@ -782,7 +785,7 @@ class DLIOrphanSweepOperator(BaseOperator):
         self.grace_period = grace_period
         self.list_only = list_only
         self.instance_id = instance_id
-        self.max_workers = _positive_int("max_workers", max_workers)
+        self.max_workers = validate_max_workers(max_workers)
 
     @cached_property
     def hook(self) -> DLIHook:
