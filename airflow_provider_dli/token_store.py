@@ -40,6 +40,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from airflow.sdk.log import mask_secret
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows, where Airflow does not run workers
@@ -298,7 +300,9 @@ class TokenStore:
             if held is not None and held.cached.fresh(time.time()):
                 return held.cached.token
             cached = self._through_folder(key, fetch, folder, lock_wait()) if folder and folder.usable else None
-            if cached is None:
+            if cached is not None:
+                mask_secret(cached.token)  # read from disk: the process that fetched it masked it, not this one
+            else:
                 cached = CachedToken.issued(*fetch())
             final_401_until = 0.0
             if key in self._replacing:

@@ -201,4 +201,5 @@ class DLIBatchTrigger(BaseTrigger):
         batch_id = XCom.get_one(
             key=XCOM_BATCH_ID, dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=ti.map_index
         )
-        return bool(batch_id == self.batch_id)
+        # No id at all: a deferred sensor, which pushes none; the job is not its own, and deferred is enough.
+        return batch_id is None or bool(batch_id == self.batch_id)
