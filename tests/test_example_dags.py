@@ -91,4 +91,5 @@ def test_the_sweeper_example_runs(dli_connection: DLIEmulator, airflow_home: Air
     result = run_example(airflow_home, "dli_orphan_sweeper", dli_connection)
     assert result.returncode == 0, result.stdout[-3000:]
     assert re.search(rf"{batch_id}\s.*kept\s+younger than the grace period", result.stdout + result.stderr)
+    assert "Sweeping for the default Airflow instance id 'airflow'" in result.stdout + result.stderr  # said, not silent
     assert dli_connection.cancel_events == []

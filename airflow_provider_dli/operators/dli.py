@@ -792,13 +792,22 @@ class DLIOrphanSweepOperator(BaseOperator):
         return task_hook(self)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_dli.ownership import instance_id
+        from airflow_provider_dli.ownership import DEFAULT_INSTANCE_ID, instance_id
         from airflow_provider_dli.sweeper import sweep
 
+        sweeping_for = self.instance_id or instance_id()
+        if sweeping_for == DEFAULT_INSTANCE_ID:
+            self.log.warning(
+                "Sweeping for the default Airflow instance id %r: if another Airflow deployment submits jobs to "
+                "DLI project %s with the default too, this sweeper takes its jobs for its own and cancels those "
+                "whose DAG runs it cannot find here. Give each deployment its own [dli] instance_id.",
+                sweeping_for,
+                self.hook.project_id,
+            )
         report = sweep(
             self.hook,
             context["ti"],
-            instance_id=self.instance_id or instance_id(),
+            instance_id=sweeping_for,
             grace_period=self.grace_period,
             list_only=self.list_only,
             max_workers=self.max_workers,
