@@ -319,6 +319,19 @@ def run_trigger(trigger: DLIBatchTrigger) -> dict[str, Any]:
     return asyncio.run(first_event())
 
 
+def test_trigger_waits_through_a_short_outage_but_not_a_refusal(long_jobs: DLIEmulator) -> None:
+    batch_id = str(DLIHook().create_batch(SUBMIT_BODY)["id"])
+    long_jobs.finish(batch_id)
+    outage = long_jobs.add_fault(r".*/state", method="GET", status=503, times=4)  # every attempt of one poll
+    event = run_trigger(DLIBatchTrigger(batch_id=batch_id, poll_interval=0.05))
+    assert outage.hits == 4
+    assert event == {"status": "success", "batch_id": batch_id, "state": "success"}
+    long_jobs.add_fault(r".*/state", method="GET", status=403, times=None)  # not an outage: no use waiting
+    event = run_trigger(DLIBatchTrigger(batch_id=batch_id, poll_interval=0.05))
+    assert (event["status"], event["batch_id"]) == ("error", batch_id)
+    assert "HTTP 403" in event["message"]
+
+
 def test_trigger_on_kill_cancels_the_job(long_jobs: DLIEmulator) -> None:
     batch_id = str(DLIHook().create_batch(SUBMIT_BODY)["id"])
     asyncio.run(DLIBatchTrigger(batch_id=batch_id, caller="dag.task").on_kill())

@@ -28,11 +28,24 @@ READS_TASK_STATE = Version(airflow_version).release >= (3, 3)
 made from worker threads; the 3.1 triggerer would read the answer on the wrong event loop."""
 STATE_CHECK_TIMEOUT = 20.0
 """Seconds ``on_kill`` waits for the task instance's state before it cancels anyway."""
+OUTAGE_POLLS = 10
+"""State polls in a row that may fail on a server error or no answer (each after the hook's own retries)
+before the trigger gives up: its ``error`` event makes the task cancel the job, which a short outage of DLI
+must not do to a healthy job."""
 
 # Strong references to work that must outlive the coroutine that started it (asyncio keeps only weak ones).
 _BACKGROUND: set[asyncio.Task[Any]] = set()
 _state_reads_ready = False
 """Whether this triggerer process has made its first Task SDK state read (see ``DLIBatchTrigger.run``)."""
+
+
+def _outage(error: Exception) -> bool:
+    """A server error, throttling or no answer at all: DLI may answer the next poll."""
+    from airflow_provider_dli.exceptions import DLIAPIError, DLIConnectionError
+
+    return isinstance(error, DLIConnectionError) or (
+        isinstance(error, DLIAPIError) and (error.status_code >= 500 or error.status_code == 429)
+    )
 
 
 def _in_background(coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
@@ -47,7 +60,7 @@ class DLIBatchTrigger(BaseTrigger):
 
     Events: ``{"status": "success" | "dead", "batch_id", "state"}`` when the job ended; ``"timeout"`` when
     ``deadline`` (epoch seconds) passed first, after cancelling the job if ``cancel_on_timeout``;
-    ``"error"`` with a ``message`` when DLI could not be asked.
+    ``"error"`` with a ``message`` when DLI refused to answer, or failed ``OUTAGE_POLLS`` polls in a row.
 
     :param cancel_on_kill: cancel the job when a person marks the deferred task failed or success, or
         clears it (``on_kill``, Airflow 3.3+). Never on a triggerer restart or redistribution, which only
@@ -128,12 +141,27 @@ class DLIBatchTrigger(BaseTrigger):
         try:
             hook = await self._hook()
             unknown = UnknownStates(self.batch_id)
+            failed_polls = 0
             while True:
-                state = await asyncio.to_thread(hook.get_batch_state, self.batch_id)
+                try:
+                    state: str | None = await asyncio.to_thread(hook.get_batch_state, self.batch_id)
+                    failed_polls = 0
+                except DLIError as error:
+                    failed_polls += 1
+                    if not _outage(error) or failed_polls >= OUTAGE_POLLS:
+                        raise
+                    self.log.warning(
+                        "Could not read the state of DLI batch job %s (%d of %d polls in a row may fail): %s",
+                        self.batch_id,
+                        failed_polls,
+                        OUTAGE_POLLS,
+                        error,
+                    )
+                    state = None
                 if state in TERMINAL_STATES:
                     yield TriggerEvent({"status": state, "batch_id": self.batch_id, "state": state})
                     return
-                if problem := unknown.check(state):
+                if state is not None and (problem := unknown.check(state)):
                     yield TriggerEvent({"status": "error", "batch_id": self.batch_id, "message": problem})
                     return
                 remaining = None if self.deadline is None else self.deadline - time.time()
