@@ -373,13 +373,18 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         A job under the default name is this task instance's own. A retry first looks for a live one (an
         earlier try's, whose id never reached Airflow or which Airflow < 3.3 cannot reconnect to). After a
         create whose answer was lost (the request may have reached DLI), the job is looked for by its name.
+
+        A deferrable task's retry never adopts: every way its earlier try ended (its trigger's deadline or
+        error, a person clearing or failing it) cancels that job, and adopting it would race the cancel (a
+        cleared task re-attached to the job its trigger's ``on_kill`` was cancelling).
         """
         from airflow_provider_dli.exceptions import DLIAPIError, DLIConnectionError
 
         body = self.batch_body(context)
         ti = context["ti"]
         own_name = self.name is None
-        batch_id = self._adopt(body["name"], context, "an earlier try") if own_name and ti.try_number > 1 else None
+        retry = ti.try_number > 1 and not self.deferrable
+        batch_id = self._adopt(body["name"], context, "an earlier try") if own_name and retry else None
         if batch_id is None:
             try:
                 batch_id = str(self.hook.create_batch(body)["id"])
