@@ -179,37 +179,6 @@ def test_deferral_timeout(long_jobs: DLIEmulator, airflow_home: AirflowHome) -> 
     assert cancelled_by(long_jobs, batch_id) == "dli_test_deferral_timeout.submit"  # the trigger
 
 
-def test_retried_task_reconnects_instead_of_resubmitting(long_jobs: DLIEmulator, airflow_home: AirflowHome) -> None:
-    # The first try fails while waiting (its first state poll is refused), the job still running.
-    refused = long_jobs.add_fault(r".*/state", method="GET", status=400, times=1)
-    env = airflow_home.env(TEST_DAGS, long_jobs)
-    with subprocess.Popen(
-        [AIRFLOW, "dags", "test", "dli_test_retry_reconnect"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    ) as process:
-        try:
-            # The retry is waiting once a state poll is answered: only then do the jobs end, so the retry
-            # meets a live job however long Airflow takes to start it.
-            wait_until(lambda: refused.hits == 1 and state_polls(long_jobs) > 0, "the retry to wait on a job")
-            for batch_id in list(long_jobs.jobs):
-                long_jobs.finish(batch_id)
-            output, _ = process.communicate(timeout=300)
-        finally:
-            process.kill()
-    assert process.returncode == 0, output[-3000:]
-    assert len(long_jobs.jobs) == 1
-    # The retry returns the job's id as a first try does, reconnected or adopted.
-    assert xcom_batch_id(airflow_home, "dli_test_retry_reconnect", "return_value") == only_job(long_jobs)
-    if AIRFLOW_3_3:
-        assert "Reconnecting to DLI batch job" in output
-    else:  # no task_state_store before 3.3: the retry finds its live job by name
-        assert "Adopting DLI batch job" in output
-    assert long_jobs.cancel_events == []
-
-
 def run_until_waiting_then_finish(home: AirflowHome, dag_id: str, emulator: DLIEmulator) -> str:
     """``airflow dags test`` until a task waits on a job (a state poll is answered); then end every job."""
     with subprocess.Popen(
@@ -228,6 +197,23 @@ def run_until_waiting_then_finish(home: AirflowHome, dag_id: str, emulator: DLIE
             process.kill()
     assert process.returncode == 0, output[-3000:]
     return output
+
+
+def test_retried_task_reconnects_instead_of_resubmitting(long_jobs: DLIEmulator, airflow_home: AirflowHome) -> None:
+    # The first try fails while waiting (its first state poll is refused), the job still running.
+    refused = long_jobs.add_fault(r".*/state", method="GET", status=400, times=1)
+    # The refused poll is the first try's first; an answered one is the retry's, waiting on a live job
+    # however long Airflow took to start it: only then do the jobs end.
+    output = run_until_waiting_then_finish(airflow_home, "dli_test_retry_reconnect", long_jobs)
+    assert refused.hits == 1
+    assert len(long_jobs.jobs) == 1
+    # The retry returns the job's id as a first try does, reconnected or adopted.
+    assert xcom_batch_id(airflow_home, "dli_test_retry_reconnect", "return_value") == only_job(long_jobs)
+    if AIRFLOW_3_3:
+        assert "Reconnecting to DLI batch job" in output
+    else:  # no task_state_store before 3.3: the retry finds its live job by name
+        assert "Adopting DLI batch job" in output
+    assert long_jobs.cancel_events == []
 
 
 def test_lost_submit_answer_adopts_the_job(long_jobs: DLIEmulator, airflow_home: AirflowHome) -> None:
