@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,15 +35,16 @@ from airflow_provider_dli.emulator import (
     DEFAULT_SECRET_KEY,
     DLIEmulator,
 )
+from airflow_provider_dli.emulator.readings import allowed_values
 from airflow_provider_dli.hooks.dli import DLIHook
 from tests.airflow_cli import AIRFLOW, AirflowHome
-from tests.conftest import SUBMIT_BODY, wait_until
+from tests.conftest import STILL, SUBMIT_BODY, wait_until
 
 BATCHES = f"/v2.0/{DEFAULT_PROJECT_ID}/batches"
 
 
 def signed(
-    emulator: DLIEmulator,
+    emulator: DLIEmulator | str,
     method: str,
     path: str,
     body: Any = None,
@@ -50,8 +53,8 @@ def signed(
     access_key: str = DEFAULT_ACCESS_KEY,
     date: datetime | None = None,
 ) -> requests.Response:
-    """One request signed by hand with the pure signer, outside the hook."""
-    url = emulator.url + path
+    """One request signed by hand with the pure signer, outside the hook, to an emulator (or its URL)."""
+    url = (emulator if isinstance(emulator, str) else emulator.url) + path
     data = json.dumps(body).encode() if body is not None else b""
     headers = {
         "Content-Type": "application/json",
@@ -391,6 +394,111 @@ def test_seeding_jobs_over_the_control_endpoint(dli_emulator: DLIEmulator) -> No
     assert len(ids) == 3
     assert all(dli_emulator.jobs[batch_id].body["name"] == "seeded" for batch_id in ids)
     assert signed(dli_emulator, "GET", f"{BATCHES}?job_name=seeded").json()["total"] == 3
+
+
+# The readings: where DLI's documentation is silent or its editions differ, each way it may behave, on request
+
+UNKNOWN_BATCH = f"{BATCHES}/0a324461-d9d9-45da-a52a-3b3c7a3d809e"
+
+
+def cancel_of_a_finished_job(emulator: DLIEmulator) -> tuple[int, str]:
+    batch_id = signed(emulator, "POST", BATCHES, SUBMIT_BODY).json()["id"]
+    emulator.finish(batch_id)
+    refused = signed(emulator, "DELETE", f"{BATCHES}/{batch_id}")
+    return refused.status_code, refused.json()["error_code"]
+
+
+def answers_for_an_unknown_batch(emulator: DLIEmulator) -> set[tuple[int, str]]:
+    """Every endpoint that names a batch answers alike for one DLI does not know."""
+    answers = [
+        signed(emulator, method, UNKNOWN_BATCH + leaf)
+        for method, leaf in (("GET", ""), ("GET", "/state"), ("GET", "/log"), ("DELETE", ""))
+    ]
+    return {(answer.status_code, answer.json()["error_code"]) for answer in answers}
+
+
+def log_from(emulator: DLIEmulator) -> object:
+    batch_id = signed(emulator, "POST", BATCHES, SUBMIT_BODY).json()["id"]
+    return signed(emulator, "GET", f"{BATCHES}/{batch_id}/log?from=0&size=10").json()["from"]
+
+
+PLAYED: dict[tuple[str, str], tuple[Callable[[DLIEmulator], object], object]] = {
+    ("cancel_finished_code", "DLI.0007"): (cancel_of_a_finished_job, (400, "DLI.0007")),
+    ("cancel_finished_code", "DLI.0001"): (cancel_of_a_finished_job, (400, "DLI.0001")),
+    ("unknown_batch", "DLI.0002"): (answers_for_an_unknown_batch, {(400, "DLI.0002")}),
+    ("unknown_batch", "DLI.0023"): (answers_for_an_unknown_batch, {(404, "DLI.0023")}),
+    ("log_from", "string"): (log_from, "0"),
+    ("log_from", "integer"): (log_from, 0),
+}
+"""For each value of each reading: what a client observes over HTTP, and what that value makes it observe."""
+
+
+def test_every_value_of_every_reading_is_tested() -> None:
+    assert set(PLAYED) == {(name, value) for name, values in allowed_values().items() for value in values}
+
+
+@pytest.mark.parametrize(("reading", "value"), sorted(PLAYED))
+def test_each_reading_is_played(reading: str, value: str) -> None:
+    observe, expected = PLAYED[reading, value]
+    with DLIEmulator(starting_seconds=STILL, running_seconds=STILL, readings={reading: value}) as emulator:
+        assert observe(emulator) == expected
+
+
+def test_readings_default_to_the_first_value(dli_emulator: DLIEmulator) -> None:
+    for (reading, value), (observe, expected) in PLAYED.items():
+        if value == allowed_values()[reading][0]:
+            assert observe(dli_emulator) == expected, reading
+
+
+@pytest.mark.parametrize(
+    ("readings", "message"),
+    [
+        ({"log_from": "float"}, "reading 'log_from' must be one of 'string', 'integer'; got 'float'"),
+        ({"no_such_reading": "x"}, "unknown reading 'no_such_reading'; the readings are cancel_finished_code, "),
+    ],
+)
+def test_an_unknown_reading_or_value_is_refused_by_name(readings: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        DLIEmulator(readings=readings)
+    command = [sys.executable, "-m", "airflow_provider_dli.emulator", "--port", "0"]
+    refused = subprocess.run(
+        [*command, *(f"--reading={name}={value}" for name, value in readings.items())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (refused.returncode, refused.stdout) == (2, "")
+    assert message in refused.stderr
+
+
+def test_readings_from_the_command_line() -> None:
+    command = [str(Path(sys.executable).with_name("dli-emulator")), "--port", "0", "--starting-seconds", str(STILL)]
+    readings = ["--reading", "log_from=integer", "--reading", "unknown_batch=DLI.0023"]
+    process = subprocess.Popen([*command, *readings], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().split()[4]
+        state = requests.get(f"{url}/_emulator/state", timeout=10).json()
+        assert state["readings"] == {
+            "cancel_finished_code": "DLI.0007",
+            "unknown_batch": "DLI.0023",
+            "log_from": "integer",
+        }
+        assert signed(url, "GET", UNKNOWN_BATCH).status_code == 404
+        batch_id = signed(url, "POST", BATCHES, SUBMIT_BODY).json()["id"]
+        assert signed(url, "GET", f"{BATCHES}/{batch_id}/log").json()["from"] == 0
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+
+
+def test_help_lists_every_reading_and_its_values() -> None:
+    usage = subprocess.run(
+        [str(Path(sys.executable).with_name("dli-emulator")), "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for name, values in allowed_values().items():
+        assert f"{name}={'|'.join(values)}:" in usage
 
 
 # The command line

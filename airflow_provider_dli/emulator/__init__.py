@@ -11,6 +11,7 @@ from airflow_provider_dli.emulator.server import (
     DEFAULT_USER,
     DLIEmulator,
     Fault,
+    Readings,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "DEFAULT_USER",
     "DLIEmulator",
     "Fault",
+    "Readings",
 ]

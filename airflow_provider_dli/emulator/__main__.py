@@ -10,9 +10,11 @@ import shlex
 import signal
 import socket
 import sys
+import textwrap
 import threading
 from types import FrameType
 
+from airflow_provider_dli.emulator.readings import Readings, describe
 from airflow_provider_dli.emulator.server import (
     DEFAULT_ACCESS_KEY,
     DEFAULT_DOMAIN,
@@ -40,11 +42,30 @@ def is_loopback(host: str) -> bool:
 
 
 EPILOG = """On start it prints its URL and a line "export AIRFLOW_CONN_DLI_DEFAULT=...": paste that line into the
-shell that runs Airflow, and the connection dli_default points at the emulator."""
+shell that runs Airflow, and the connection dli_default points at the emulator.
+
+Readings (--reading NAME=VALUE; the first value is the default):
+"""
+
+
+def reading(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` as a pair; whether the reading and value exist is checked once all are read."""
+    name, equals, value = text.partition("=")
+    if not (name and equals):
+        raise argparse.ArgumentTypeError(f"a reading is NAME=VALUE; got {text!r}")
+    return name, value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dli-emulator", description=__doc__, epilog=EPILOG)
+    parser = argparse.ArgumentParser(
+        prog="dli-emulator",
+        description=__doc__,
+        epilog=EPILOG
+        + "".join(
+            textwrap.fill(line, 100, initial_indent="  ", subsequent_indent="      ") + "\n" for line in describe()
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--host",
         default="127.0.0.1",
@@ -114,6 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-retry-after", action="store_true", help="send the rate limit's 429s without a Retry-After header"
     )
+    parser.add_argument(
+        "--reading",
+        metavar="NAME=VALUE",
+        type=reading,
+        action="append",
+        default=[],
+        help="play one reading of DLI where its documentation leaves the behaviour open (repeatable; listed below)",
+    )
     return parser
 
 
@@ -124,6 +153,10 @@ def main(argv: list[str] | None = None) -> None:
     domain, _, user = domain_user.partition("/")
     if not (domain and user and password):
         parser.error("--user must look like DOMAIN/NAME:PASSWORD")
+    try:
+        readings = Readings.of(dict(args.reading))
+    except ValueError as error:
+        parser.error(f"--reading: {error}")
     exposed = not is_loopback(args.host)
     if exposed and not args.allow_remote:
         parser.error(
@@ -143,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
         lockout_seconds=args.lockout_seconds,
         rate_limit=args.rate_limit,
         rate_limit_retry_after=not args.no_retry_after,
+        readings=readings,
     )
     stop = threading.Event()
 
