@@ -7,16 +7,22 @@ Like botocore's credential cache and the Azure CLI's token cache, tokens therefo
 - One file per key. The key is a SHA-256 of (IAM endpoint, domain, user, project id, password), so a file name
   carries no user name or secret, and a changed password never meets the old password's token. Whoever can
   list the folder can read the connection itself, so a plain hash gives away nothing new.
-- A file holds the token, when to refresh it and when it expires: nothing else (no password).
+- A file holds the token, when to refresh it, when it expires, and until when a 401 on it is final (see
+  below): nothing else (no password).
 - The folder is private: created ``0700``, and on every read it must be a real directory owned by this user
-  and closed to others; a file must be a regular ``0600`` file of this user (no symbolic links).
+  and closed to others; a file must be a regular ``0600`` file of this user (no symbolic links). What is
+  opened is checked after opening (``fstat``), and opened so that nothing can block: a FIFO or a directory in
+  place of a file is refused like a symbolic link. Reads are bounded in size and in JSON nesting.
 - Writes are atomic (a temporary file renamed over the old one). A lock file per key (``fcntl.flock``) makes
   processes that start together fetch once: the first logs in, the others wait, then read its token.
 - A token is refreshed ahead of its expiry (10 minutes, or half its lifetime when that is shorter; the
-  lifetime measured on IAM's clock), dropped on a 401, and never read after it expires.
-- A folder that cannot be used (missing and not creatable, unwritable, another user's, open to others) turns
-  the disk off for this process with one warning; the in-process cache still serves, and nothing fails.
-  A corrupt file is reported once and replaced.
+  lifetime measured on IAM's clock), dropped on a 401, and never read after it expires. A token fetched
+  because its predecessor got a 401 carries, in its file, the moment until which a 401 of its own is the
+  answer rather than a reason to log in: every process of the machine keeps to it, not only the one that
+  fetched it.
+- A folder that cannot be used (missing and not creatable, unwritable, another user's, open to others, no
+  home folder to put it in) turns the disk off for this process with one warning; the in-process cache still
+  serves, and nothing fails. A corrupt file is reported once and replaced.
 
 The disk part needs ``fcntl``, i.e. Linux or macOS, where Airflow workers run; elsewhere only the in-process
 cache is used.
@@ -31,13 +37,14 @@ import json
 import logging
 import math
 import os
+import re
 import secrets
 import stat
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from airflow.sdk.log import mask_secret
@@ -57,6 +64,13 @@ new token is fresh, so the 401 is about something else (permissions, project), a
 request would only get the account throttled by IAM."""
 MAX_FILE_BYTES = 1 << 20
 """Token files are a few KiB; anything larger is not ours."""
+MAX_NESTING = 1
+"""A token file is one flat JSON object: anything nested deeper is not ours (and is never handed to the JSON
+parser, which recurses once per level)."""
+KEY_VERSION = "airflow-provider-dli iam token v2"
+"""Part of every key: v2 files carry ``final_401_until``, so they never share a name with v1 files."""
+_OPEN_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
+"""Opening never follows a link, never waits for a FIFO's writer, never acquires a terminal."""
 
 Fetch = Callable[[], tuple[str, float]]
 """Log in to IAM: ``(token, seconds it is valid, on IAM's clock)``."""
@@ -64,52 +78,92 @@ Fetch = Callable[[], tuple[str, float]]
 
 def token_key(iam_endpoint: str, domain: str, user: str, project_id: str, password: str) -> str:
     """The cache key of a token: a hex SHA-256 of everything that decides which token IAM issues."""
-    fields = json.dumps(["airflow-provider-dli iam token v1", iam_endpoint, domain, user, project_id, password])
+    fields = json.dumps([KEY_VERSION, iam_endpoint, domain, user, project_id, password])
     return hashlib.sha256(fields.encode()).hexdigest()
 
 
+class NoHomeFolder(Exception):
+    """The default folder lives in the home folder, and there is none: the disk is off for this process."""
+
+
 def default_folder() -> Path:
-    """``~/Library/Caches/airflow-provider-dli/iam-tokens`` on macOS; else under ``$XDG_CACHE_HOME`` (``~/.cache``)."""
-    if sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
+    """``~/Library/Caches/airflow-provider-dli/iam-tokens`` on macOS; else under ``$XDG_CACHE_HOME`` (``~/.cache``).
+
+    A relative ``$XDG_CACHE_HOME`` is ignored, as the XDG spec says (it would resolve against whatever folder
+    the process started in). :class:`NoHomeFolder` when the home folder is needed and unknown.
+    """
+    xdg_cache = Path(os.environ.get("XDG_CACHE_HOME", ""))
+    if sys.platform != "darwin" and xdg_cache.is_absolute():
+        base = xdg_cache
     else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        try:
+            home = Path.home()  # $HOME, else the passwd entry: a container's uid may have neither
+        except (RuntimeError, KeyError):
+            raise NoHomeFolder("no home folder is known (HOME is unset and the user has no passwd entry)") from None
+        base = home / "Library" / "Caches" if sys.platform == "darwin" else home / ".cache"
     return base / "airflow-provider-dli" / "iam-tokens"
 
 
 @dataclass(frozen=True)
 class CachedToken:
-    """A token and its two moments, in epoch seconds of this machine's clock."""
+    """A token and its moments, in epoch seconds of this machine's clock.
+
+    ``final_401_until``: a 401 on this token before then is DLI's answer, not a reason to log in again (the
+    token was fetched because its predecessor got a 401; see :data:`REFUSED_AGAIN_PAUSE`).
+    """
 
     token: str
     refresh_at: float
     expires_at: float
+    final_401_until: float = 0.0
 
     @classmethod
-    def issued(cls, token: str, lifetime: float) -> CachedToken:
+    def issued(cls, token: str, lifetime: float, *, replaces_refused: bool) -> CachedToken:
         """A token IAM has just issued, valid for ``lifetime`` seconds (measured on IAM's clock)."""
         now = time.time()
-        return cls(token, now + lifetime - min(REFRESH_MARGIN, lifetime / 2), now + lifetime)
+        final_401_until = now + REFUSED_AGAIN_PAUSE if replaces_refused else 0.0
+        return cls(token, now + lifetime - min(REFRESH_MARGIN, lifetime / 2), now + lifetime, final_401_until)
 
     def fresh(self, now: float) -> bool:
         return now < self.refresh_at <= self.expires_at
 
     def to_json(self) -> bytes:
-        return json.dumps({"token": self.token, "refresh_at": self.refresh_at, "expires_at": self.expires_at}).encode()
+        return json.dumps(
+            {
+                "token": self.token,
+                "refresh_at": self.refresh_at,
+                "expires_at": self.expires_at,
+                "final_401_until": self.final_401_until,
+            }
+        ).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> CachedToken:
         """Parse a file's bytes; ValueError when they are not a token file."""
+        if _nesting(data) > MAX_NESTING:
+            raise ValueError("nested deeper than a token file")
         fields = json.loads(data)
-        if not isinstance(fields, dict) or set(fields) != {"token", "refresh_at", "expires_at"}:
+        if not isinstance(fields, dict) or set(fields) != {"token", "refresh_at", "expires_at", "final_401_until"}:
             raise ValueError("not a token file")
-        token, refresh_at, expires_at = fields["token"], fields["refresh_at"], fields["expires_at"]
+        token = fields["token"]
         if not isinstance(token, str) or not token.isascii() or not token.isprintable() or not token:
             raise ValueError("the token is not a header value")
-        times = (refresh_at, expires_at)
+        times = (fields["refresh_at"], fields["expires_at"], fields["final_401_until"])
         if not all(isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t) for t in times):
             raise ValueError("the times are not numbers")
-        return cls(token, float(refresh_at), float(expires_at))
+        return cls(token, *(float(t) for t in times))
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def _nesting(data: bytes) -> int:
+    """How deeply the JSON in ``data`` nests arrays and objects (brackets inside strings do not count)."""
+    depth = deepest = 0
+    for bracket in re.findall(rb"[\[\]{}]", _JSON_STRING.sub(b"", data)):
+        depth += 1 if bracket in b"[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
 
 
 class FolderUnusable(Exception):
@@ -130,6 +184,8 @@ FILE_RULES: Rules = (
     ("belongs to another user", lambda st: st.st_uid != os.geteuid()),
     ("is open to other users (it must be mode 600)", lambda st: bool(st.st_mode & 0o077)),
 )
+LOCK_RULES: Rules = FILE_RULES[:1]
+"""A lock file holds nothing: only what it is matters (a FIFO or a device is no lock)."""
 
 
 def _check(what: str, status: os.stat_result, rules: Rules) -> None:
@@ -171,15 +227,10 @@ class TokenFolder:
     def read(self, folder: int, key: str) -> CachedToken | None:
         """The token stored for ``key``; None when there is none; ValueError when the file is corrupt."""
         try:
-            descriptor = os.open(f"{key}.json", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder)
+            descriptor = _open_checked(folder, f"{key}.json", os.O_RDONLY, FILE_RULES, "cannot be read")
         except FileNotFoundError:
             return None
-        except OSError as error:
-            if error.errno == errno.ELOOP:
-                raise FolderUnusable(f"{key}.json is a symbolic link") from None
-            raise FolderUnusable(f"cannot be read ({error.strerror})") from None
         with os.fdopen(descriptor, "rb") as file:
-            _check(f"{key}.json", os.fstat(descriptor), FILE_RULES)
             data = file.read(MAX_FILE_BYTES + 1)
         if len(data) > MAX_FILE_BYTES:
             raise ValueError("larger than any token file")
@@ -215,6 +266,32 @@ class TokenFolder:
         return _FolderLock(self, key, wait)
 
 
+def _open_checked(folder: int, name: str, flags: int, rules: Rules, failing: str) -> int:
+    """A descriptor of ``name`` in ``folder``, once it has passed ``rules``.
+
+    FileNotFoundError when there is none (and ``flags`` do not create it); else :class:`FolderUnusable`, whose
+    message says what ``failing`` to open it means. Opening cannot block (a FIFO), follow a link, or fail on a
+    directory in the file's place: what was opened is checked after opening, so it is what is used.
+    """
+    try:
+        descriptor = os.open(name, flags | _OPEN_FLAGS, 0o600, dir_fd=folder)
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise FolderUnusable(f"{name} is a symbolic link") from None
+        if error.errno == errno.EISDIR:
+            raise FolderUnusable(f"{name} is not a regular file") from None
+        raise FolderUnusable(f"{failing} ({error.strerror})") from None
+    try:
+        _check(name, os.fstat(descriptor), rules)
+        os.set_blocking(descriptor, True)
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return descriptor
+
+
 class _FolderLock:
     """``with folder.locked(key, wait) as fd``: the folder's descriptor, with the key's lock file held.
 
@@ -230,10 +307,13 @@ class _FolderLock:
         folder = self._folder._open()
         self._descriptors.append(folder)
         try:
-            lock = os.open(f"{self._key}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600, dir_fd=folder)
-        except OSError as error:
+            lock = _open_checked(folder, f"{self._key}.lock", os.O_RDWR | os.O_CREAT, LOCK_RULES, "cannot be written")
+        except OSError as error:  # FileNotFoundError: the folder vanished under us
             self.__exit__(None, None, None)
             raise FolderUnusable(f"cannot be written ({error.strerror})") from None
+        except FolderUnusable:
+            self.__exit__(None, None, None)
+            raise
         self._descriptors.append(lock)
         deadline = time.monotonic() + self._wait
         pause = 0.002
@@ -257,14 +337,6 @@ class _FolderLock:
         self._descriptors.clear()
 
 
-@dataclass(frozen=True)
-class _Held:
-    """A token in this process's memory; ``final_401_until``: a 401 is the answer, not a reason to log in."""
-
-    cached: CachedToken
-    final_401_until: float = 0.0
-
-
 class TokenStore:
     """The process's tokens by key, in front of any number of :class:`TokenFolder`.
 
@@ -273,15 +345,24 @@ class TokenStore:
     """
 
     def __init__(self) -> None:
-        self._memory: dict[str, _Held] = {}
+        self._memory: dict[str, CachedToken] = {}
         self._replacing: set[str] = set()  # keys whose token got a 401: the next token is on probation
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._folders: dict[Path, TokenFolder] = {}
+        self._warned_homeless = False
 
-    def folder(self, path: Path | None) -> TokenFolder:
-        """The folder at ``path`` (``None``: :func:`default_folder`), one object per path and process."""
-        path = (path or default_folder()).expanduser().absolute()
+    def folder(self, path: Path | None) -> TokenFolder | None:
+        """The folder at ``path`` (``None``: :func:`default_folder`), one object per path and process; None
+        (memory only, with one warning) when the default folder is wanted and there is no home to put it in."""
+        try:
+            path = (path or default_folder()).expanduser().absolute()
+        except NoHomeFolder as problem:
+            with self._guard:
+                warned, self._warned_homeless = self._warned_homeless, True
+            if not warned:
+                _warn_memory_only("through a folder", problem)
+            return None
         with self._guard:
             if path not in self._folders:
                 self._folders[path] = TokenFolder(path, usable=fcntl is not None)
@@ -293,33 +374,35 @@ class TokenStore:
         ``lock_wait()``: how long to wait for another process's login, asked only when it comes to that.
         """
         held = self._memory.get(key)
-        if held is not None and held.cached.fresh(time.time()):
-            return held.cached.token
+        if held is not None and held.fresh(time.time()):
+            return held.token
         with self._lock_for(key):
             held = self._memory.get(key)
-            if held is not None and held.cached.fresh(time.time()):
-                return held.cached.token
-            cached = self._through_folder(key, fetch, folder, lock_wait()) if folder and folder.usable else None
-            if cached is not None:
-                mask_secret(cached.token)  # read from disk: the process that fetched it masked it, not this one
-            else:
-                cached = CachedToken.issued(*fetch())
-            final_401_until = 0.0
-            if key in self._replacing:
+            if held is not None and held.fresh(time.time()):
+                return held.token
+            replacing = key in self._replacing
+            cached = None
+            if folder and folder.usable:
+                cached = self._through_folder(key, fetch, folder, lock_wait(), replacing)
+            if cached is None:
+                cached = CachedToken.issued(*fetch(), replaces_refused=replacing)
+            if replacing:  # whoever fetched it, it is newer than the refused token: a 401 of its own is final
                 self._replacing.discard(key)
-                final_401_until = time.time() + REFUSED_AGAIN_PAUSE
-            self._memory[key] = _Held(cached, final_401_until)
+                final_401_until = max(cached.final_401_until, time.time() + REFUSED_AGAIN_PAUSE)
+                cached = replace(cached, final_401_until=final_401_until)
+            self._memory[key] = cached
             return cached.token
 
     def refused(self, key: str, token: str, folder: TokenFolder | None, lock_wait: float) -> bool:
         """``token`` got a 401: drop it; True when the request may be sent once more, with another token.
 
         False for a token that was itself fetched because its predecessor got a 401 (for
-        :data:`REFUSED_AGAIN_PAUSE`): at most one new token per refused token.
+        :data:`REFUSED_AGAIN_PAUSE`), by whichever process of the machine: at most one new token per refused
+        token.
         """
         with self._lock_for(key):
             held = self._memory.get(key)
-            if held is not None and held.cached.token != token:
+            if held is not None and held.token != token:
                 return True  # another thread already replaced it
             if held is not None and time.time() < held.final_401_until:
                 return False
@@ -344,8 +427,11 @@ class TokenStore:
             self._memory.clear()
             self._replacing.clear()
             self._folders.clear()
+            self._warned_homeless = False
 
-    def _through_folder(self, key: str, fetch: Fetch, folder: TokenFolder, lock_wait: float) -> CachedToken | None:
+    def _through_folder(
+        self, key: str, fetch: Fetch, folder: TokenFolder, lock_wait: float, replacing: bool
+    ) -> CachedToken | None:
         """Under the key's file lock: the folder's fresh token, else a fetched one, written for the others.
         None when the folder turns out unusable before anything was fetched (then the caller fetches)."""
         try:
@@ -356,8 +442,9 @@ class TokenStore:
                     log.warning("Replacing the corrupt IAM token file %s (%s)", folder.path / f"{key}.json", corrupt)
                     stored = None
                 if stored is not None and stored.fresh(time.time()):
+                    mask_secret(stored.token)  # the process that fetched it masked it, not this one
                     return stored
-                cached = CachedToken.issued(*fetch())
+                cached = CachedToken.issued(*fetch(), replaces_refused=replacing)
                 try:
                     folder.write(descriptor, key, cached)
                 except FolderUnusable as problem:
@@ -373,16 +460,20 @@ class TokenStore:
             if not folder.usable:
                 return
             folder.usable = False
-        log.warning(
-            "Not sharing IAM tokens through the folder %s: %s. This process keeps its token in memory only; "
-            "fix or remove the folder, or turn the disk cache off ([dli] login_cache = memory)",
-            folder.path,
-            problem,
-        )
+        _warn_memory_only(f"through the folder {folder.path}", problem)
 
     def _lock_for(self, key: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
+
+
+def _warn_memory_only(where: str, problem: Exception) -> None:
+    log.warning(
+        "Not sharing IAM tokens %s: %s. This process keeps its token in memory only; fix or remove the folder, "
+        "set another one ([dli] login_cache_path), or turn the disk cache off ([dli] login_cache = memory)",
+        where,
+        problem,
+    )
 
 
 TOKEN_STORE = TokenStore()

@@ -13,6 +13,7 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ from airflow_provider_dli import token_store
 from airflow_provider_dli.emulator import DLIEmulator
 from airflow_provider_dli.emulator.server import DEFAULT_DOMAIN, DEFAULT_PASSWORD, DEFAULT_PROJECT_ID, DEFAULT_USER
 from airflow_provider_dli.exceptions import DLIAPIError
+from airflow_provider_dli.hooks.dli import DLIHook
 from airflow_provider_dli.token_store import TOKEN_STORE, token_key
 from tests.conftest import SUBMIT_BODY, MakeHook
 
@@ -102,7 +104,7 @@ def plant(folder: Path, key: str, token: str, *, refresh_in: float, expires_in: 
     """A token file as another process would have left it."""
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     now = time.time()
-    body = {"token": token, "refresh_at": now + refresh_in, "expires_at": now + expires_in}
+    body = {"token": token, "refresh_at": now + refresh_in, "expires_at": now + expires_in, "final_401_until": 0}
     write_file(folder / f"{key}.json", json.dumps(body).encode(), mode)
 
 
@@ -112,6 +114,28 @@ def token_auth_statuses(emulator: DLIEmulator) -> list[int]:
 
 def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == token_store.__name__ and r.levelno == logging.WARNING]
+
+
+def connection_checked_within(hook: DLIHook, seconds: float, unblock: Callable[[], None]) -> bool:
+    """``hook.test_connection()``'s ok, failing the test when it has not returned after ``seconds`` (a blocked
+    ``open()``); ``unblock`` then frees the stuck thread."""
+    outcome: list[Any] = []
+
+    def call() -> None:
+        try:
+            outcome.append(hook.test_connection()[0])
+        except BaseException as error:  # handed to the test's thread
+            outcome.append(error)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        unblock()
+        raise AssertionError(f"test_connection() still blocked after {seconds:g} s")
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return bool(outcome[0])
 
 
 # Across processes
@@ -161,7 +185,7 @@ def test_a_process_waits_for_the_lock_only_about_one_request_long(
 # What is on disk
 
 
-def test_files_hold_the_token_and_its_expiry_only(
+def test_files_hold_the_token_and_its_moments_only(
     dli_emulator: DLIEmulator, make_hook: MakeHook, token_folder: Path
 ) -> None:
     make_hook(password_connection(dli_emulator)).test_connection()
@@ -171,9 +195,10 @@ def test_files_hold_the_token_and_its_expiry_only(
     assert sorted(path.name for path in token_folder.iterdir()) == [f"{key}.json", f"{key}.lock"]
     assert stat.S_IMODE((token_folder / f"{key}.json").stat().st_mode) == 0o600
     content = stored(token_folder, key)
-    assert set(content) == {"token", "refresh_at", "expires_at"}
+    assert set(content) == {"token", "refresh_at", "expires_at", "final_401_until"}
     assert content["token"] == token
     assert 0 < content["expires_at"] - content["refresh_at"] <= 600  # refreshed 10 minutes ahead
+    assert content["final_401_until"] == 0  # not fetched after a 401
     everything = " ".join(path.name + path.read_text() for path in token_folder.iterdir())
     for secret_or_name in (DEFAULT_PASSWORD, DEFAULT_USER, DEFAULT_DOMAIN):
         assert secret_or_name not in everything
@@ -234,6 +259,66 @@ def test_a_corrupt_file_is_reported_once_and_replaced(
     TOKEN_STORE.clear()  # as a new process: the repaired file serves
     assert make_hook(connection).test_connection()[0]
     assert dli_emulator.counters.token_requests == 1
+    assert stored(token_folder, key)["token"] in dli_emulator._tokens
+
+
+def release_fifo(path: Path) -> None:
+    """Give a reader blocked on the FIFO at ``path`` its end of file (nothing to do for anything else)."""
+    if stat.S_ISFIFO(path.stat().st_mode):
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+
+
+@pytest.mark.parametrize("name", ["{key}.json", "{key}.lock"], ids=["token-file", "lock-file"])
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_a_fifo_or_a_folder_in_place_of_a_file_neither_blocks_nor_fails(
+    dli_emulator: DLIEmulator,
+    make_hook: MakeHook,
+    token_folder: Path,
+    caplog: pytest.LogCaptureFixture,
+    name: str,
+    kind: str,
+) -> None:
+    key = key_of(dli_emulator)
+    token_folder.mkdir(mode=0o700)
+    odd = token_folder / name.format(key=key)
+    if kind == "fifo":
+        os.mkfifo(odd, 0o600)
+    else:
+        odd.mkdir(mode=0o700)
+    connection = password_connection(dli_emulator)
+    for _ in range(3):
+        assert connection_checked_within(make_hook(connection), 60, lambda: release_fifo(odd))
+    assert dli_emulator.counters.token_requests == 1
+    [warning] = warnings_of(caplog)
+    assert f"{odd.name} is not a regular file" in warning
+    assert "keeps its token in memory only" in warning
+    assert stat.S_ISFIFO(odd.stat().st_mode) if kind == "fifo" else odd.is_dir()  # left alone
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"[" * 500_000 + b"]" * 500_000, "nested deeper than a token file"),
+        (b'{"token": "' + b"[" * 900_000 + b'"}', "not a token file"),  # brackets in a string are no nesting
+        (b" " * (2 << 20), "larger than any token file"),
+    ],
+    ids=["deeply-nested", "brackets-in-a-string", "too-large"],
+)
+def test_a_file_that_is_no_token_file_is_replaced(
+    dli_emulator: DLIEmulator,
+    make_hook: MakeHook,
+    token_folder: Path,
+    caplog: pytest.LogCaptureFixture,
+    content: bytes,
+    problem: str,
+) -> None:
+    key = key_of(dli_emulator)
+    token_folder.mkdir(mode=0o700)
+    write_file(token_folder / f"{key}.json", content)
+    assert make_hook(password_connection(dli_emulator)).test_connection()[0]
+    [warning] = warnings_of(caplog)
+    assert "Replacing the corrupt IAM token file" in warning
+    assert problem in warning
     assert stored(token_folder, key)["token"] in dli_emulator._tokens
 
 
@@ -387,7 +472,62 @@ def test_default_folder_is_under_the_users_cache(
     assert [path.name for path in folder.glob("*.json")] == [f"{key_of(dli_emulator)}.json"]
 
 
+def test_no_home_folder_keeps_the_token_in_memory(
+    dli_emulator: DLIEmulator, make_hook: MakeHook, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A container's uid with neither ``HOME`` nor a passwd entry: where ``Path.home()`` fails."""
+    import pwd
+
+    def no_entry(uid: int) -> pwd.struct_passwd:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    for name in ("HOME", "XDG_CACHE_HOME", "AIRFLOW__DLI__LOGIN_CACHE_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    for _ in range(3):
+        assert make_hook(password_connection(dli_emulator)).test_connection()[0]
+    assert dli_emulator.counters.token_requests == 1
+    [warning] = warnings_of(caplog)
+    assert "no home folder is known" in warning
+    assert "keeps its token in memory only" in warning
+
+
+def test_a_relative_xdg_cache_home_is_ignored(
+    dli_emulator: DLIEmulator, make_hook: MakeHook, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The XDG spec: a relative path in ``$XDG_CACHE_HOME`` is invalid and ignored (not resolved against
+    whatever folder the process started in)."""
+    if sys.platform == "darwin":
+        pytest.skip("macOS keeps caches under ~/Library/Caches, whatever XDG_CACHE_HOME says")
+    (tmp_path / "home").mkdir()
+    (tmp_path / "started-in").mkdir()
+    monkeypatch.chdir(tmp_path / "started-in")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative-cache")
+    monkeypatch.delenv("AIRFLOW__DLI__LOGIN_CACHE_PATH")
+    assert make_hook(password_connection(dli_emulator)).test_connection()[0]
+    folder = tmp_path / "home" / ".cache" / "airflow-provider-dli" / "iam-tokens"
+    assert token_store.default_folder() == folder
+    assert [path.name for path in folder.glob("*.json")] == [f"{key_of(dli_emulator)}.json"]
+    assert list((tmp_path / "started-in").iterdir()) == []
+
+
 # 401s: at most one new token per refused token
+
+
+def test_a_401_that_a_new_token_did_not_cure_is_final_for_every_process(
+    dli_emulator: DLIEmulator, token_folder: Path
+) -> None:
+    """The pause after a 401 that a brand-new token did not cure lives in the token's file: a process started
+    later keeps to it too, instead of dropping the shared token and logging in once more."""
+    dli_emulator.add_fault(r".*/batches", method="GET", status=401, times=None)
+    connection = password_connection(dli_emulator)
+    for started in range(1, 5):
+        [(ok, message, _)] = run_together(connection, 1)
+        assert not ok
+        assert "HTTP 401" in message
+        assert dli_emulator.counters.token_requests == 2, f"after {started} process(es)"
+    assert stored(token_folder, key_of(dli_emulator))["final_401_until"] > time.time()
 
 
 def test_a_persistent_401_logs_in_once_more_not_once_per_request(
