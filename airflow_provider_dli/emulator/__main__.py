@@ -106,14 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         type=float,
         default=1.0,
-        help="how long a new job stays 'starting' (default: %(default)s)",
+        help="how long a new job stays 'starting' (a SQL job: 'LAUNCHING') (default: %(default)s)",
     )
     parser.add_argument(
         "--running-seconds",
         metavar="S",
         type=float,
         default=5.0,
-        help="how long a job then stays 'running' before it ends 'success' (default: %(default)s)",
+        help="how long a job then stays 'running' before it ends 'success' ('FINISHED') (default: %(default)s)",
     )
     parser.add_argument(
         "--latency", metavar="S", type=float, default=0.0, help="seconds added to every API request (default: 0)"

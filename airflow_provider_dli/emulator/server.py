@@ -1,8 +1,9 @@
-"""A local DLI: the Spark batch-job API, IAM tokens, AK/SK verification, and fault injection.
+"""A local DLI: the Spark batch-job and SQL-job APIs, IAM tokens, AK/SK verification, and fault injection.
 
 Standard library only (``http.server``), so it adds no dependency and starts in milliseconds. :class:`DLIEmulator`
-is the facade over its parts: the API areas (:mod:`.jobs`), who may call (:mod:`.auth`), failures on purpose
-(:mod:`.faults`), the HTTP framing (:mod:`.http`) and the readings of DLI it plays (:mod:`.readings`).
+is the facade over its parts: the API areas (:mod:`.jobs`, :mod:`.sql_jobs`), who may call (:mod:`.auth`),
+failures on purpose (:mod:`.faults`), the HTTP framing (:mod:`.http`) and the readings of DLI it plays
+(:mod:`.readings`).
 
 Control endpoints under ``/_emulator/`` let another process read the jobs and cancel events and script faults,
 the same as the Python methods of :class:`DLIEmulator`. They have no auth: the emulator binds to loopback, and
@@ -33,6 +34,7 @@ from airflow_provider_dli.emulator.faults import Fault, RateLimit
 from airflow_provider_dli.emulator.http import CONTROL_PREFIX, RequestRecord, serve
 from airflow_provider_dli.emulator.jobs import BatchJobs, CancelEvent, Job
 from airflow_provider_dli.emulator.readings import Readings
+from airflow_provider_dli.emulator.sql_jobs import SqlJob, SqlJobs
 
 __all__ = [
     "DEFAULT_ACCESS_KEY",
@@ -47,6 +49,7 @@ __all__ = [
     "Job",
     "Readings",
     "RequestRecord",
+    "SqlJob",
 ]
 
 
@@ -57,7 +60,9 @@ class DLIEmulator:
     :param temporary_keys: AK -> (SK, security token) for temporary credentials (``X-Security-Token``).
     :param users: ``(domain, user)`` -> password accepted by the IAM token endpoint.
     :param latency: seconds added to every API request, to model a remote service.
-    :param cancel_lag: seconds a cancelled job keeps its old state before turning ``dead``.
+    :param starting_seconds: how long a new job stays ``starting`` (a SQL job: ``LAUNCHING``).
+    :param running_seconds: how long it then stays ``running`` (``RUNNING``) before it ends by itself.
+    :param cancel_lag: seconds a cancelled job keeps its old state before turning ``dead`` (``CANCELLED``).
     :param lockout_seconds: how long an access key stays locked (every request with it gets a 401) after
         ``LOCKOUT_FAILURES`` (5) failed AK/SK authentications in a row, as the real gateway does.
     :param rate_limit: requests per second allowed per API (``DELETE batches/{id}``...), as the gateway's
@@ -106,7 +111,14 @@ class DLIEmulator:
         self.batches = BatchJobs(
             starting_seconds=starting_seconds, running_seconds=running_seconds, cancel_lag=cancel_lag, lock=self._lock
         )
-        self.areas: tuple[Area, ...] = (self.batches.area,)
+        self.sql = SqlJobs(
+            launching_seconds=starting_seconds,
+            running_seconds=running_seconds,
+            cancel_lag=cancel_lag,
+            cancel_events=self.batches.cancel_events,
+            lock=self._lock,
+        )
+        self.areas: tuple[Area, ...] = (self.batches.area, self.sql.area)
         """The routing table: an API area serves every path its pattern matches."""
         self._server = serve(host, port, self)
         self._thread: threading.Thread | None = None
@@ -143,7 +155,12 @@ class DLIEmulator:
         return self.batches.jobs
 
     @property
+    def sql_jobs(self) -> dict[str, SqlJob]:
+        return self.sql.jobs
+
+    @property
     def cancel_events(self) -> list[CancelEvent]:
+        """Every accepted cancel, of batch and SQL jobs alike (``batch_id`` is the job's id)."""
         return self.batches.cancel_events
 
     # Life cycle
@@ -212,13 +229,20 @@ class DLIEmulator:
         body = dict(body or {"file": "obs://emulator/seed.jar", "className": "Seed", "name": "seed"})
         return [self.batches.create(DEFAULT_USER, dict(body))["id"] for _ in range(count)]
 
-    def finish(self, batch_id: str, state: str = "success") -> None:
-        """End a live job now, ``success`` or ``dead``: tests end jobs on an event, never on a timer."""
-        self.batches.finish(batch_id, state)
+    def finish(self, job_id: str, state: str | None = None) -> None:
+        """End a live job now: a batch job ``success`` (default) or ``dead``, a SQL job ``FINISHED`` (default) or
+        ``FAILED``. Tests end jobs on an event, never on a timer."""
+        if job_id in self.sql_jobs:
+            self.sql.finish(job_id, state or "FINISHED")
+        else:
+            self.batches.finish(job_id, state or "success")
 
-    def state_of(self, batch_id: str) -> str:
+    def state_of(self, job_id: str) -> str:
+        """A batch job's state, or a SQL job's status."""
         with self._lock:
-            return self.jobs[batch_id].state(time.time())
+            if job_id in self.sql_jobs:
+                return self.sql_jobs[job_id].status(time.time())
+            return self.jobs[job_id].state(time.time())
 
     def snapshot(self) -> dict[str, Any]:
         """Jobs, cancel events and counters as JSON-ready data."""
@@ -226,6 +250,7 @@ class DLIEmulator:
         with self._lock:
             return {
                 "jobs": [job.as_batch(now) for job in self.jobs.values()],
+                "sql_jobs": [job.as_listed(now) for job in self.sql_jobs.values()],
                 "cancel_events": [asdict(event) for event in self.cancel_events],
                 "token_requests": self.counters.token_requests,
                 "throttled": self.counters.throttled,
