@@ -125,7 +125,8 @@ def test_dag_level_callback_runs_in_the_dag_processor(
     result = run_dag(airflow_home, "dli_test_dag_level_callback", long_jobs)
     assert result.returncode != 0
     batch_id = only_job(long_jobs)
-    assert long_jobs.cancel_events == []  # airflow dags test leaves DAG callbacks to the DAG processor
+    # airflow dags test runs DAG callbacks without a supervisor, so a notifier cannot read XCom there
+    assert long_jobs.cancel_events == []
     env = airflow_home.env(TEST_DAGS, long_jobs)
     run_in_dag_processor("dag", "dli_test_dag_level_callback", "fail", env, tmp_path)
     assert long_jobs.state_of(batch_id) == "dead"
@@ -138,8 +139,11 @@ def test_dag_level_callback_cancels_every_live_job_of_the_run(
     """The README's backstop, ``DLICancelBatchNotifier(this_dag_run=True)``: one listing, every live job of
     this run cancelled, and nobody else's job."""
     other = str(DLIHook().create_batch({**SUBMIT_BODY, "name": "airflow.dli_test_dag_run_wide_callback.other.x"})["id"])
-    result = run_dag(airflow_home, "dli_test_dag_run_wide_callback", long_jobs)
+    refused = long_jobs.add_fault(r".*/batches/[^/]+", method="DELETE", status=403, times=None)
+    result = run_dag(airflow_home, "dli_test_dag_run_wide_callback", long_jobs)  # its callback's cancels refused
     assert result.returncode != 0
+    assert refused.hits == 2
+    long_jobs.clear_faults()
     ours = [batch_id for batch_id in long_jobs.jobs if batch_id != other]
     assert len(ours) == 2
     env = airflow_home.env(TEST_DAGS, long_jobs)
@@ -147,6 +151,21 @@ def test_dag_level_callback_cancels_every_live_job_of_the_run(
     assert [long_jobs.state_of(batch_id) for batch_id in ours] == ["dead", "dead"]
     assert {cancelled_by(long_jobs, batch_id) for batch_id in ours} == {"dli_test_dag_run_wide_callback callback"}
     assert long_jobs.state_of(other) == "running"
+
+
+def test_dag_level_callback_cancels_the_runs_jobs_under_dags_test(
+    long_jobs: DLIEmulator, airflow_home: AirflowHome
+) -> None:
+    """``airflow dags test`` runs a DAG's callbacks itself, with the scheduler's serialized DAG in the context,
+    which has no template environment (apache/airflow#64649): the README's backstop must still cancel."""
+    result = run_dag(airflow_home, "dli_test_dag_run_wide_callback", long_jobs)
+    assert result.returncode != 0
+    assert "Callback failed" not in result.stdout + result.stderr
+    assert len(long_jobs.jobs) == 2
+    assert [long_jobs.state_of(batch_id) for batch_id in long_jobs.jobs] == ["dead", "dead"]
+    assert {cancelled_by(long_jobs, batch_id) for batch_id in long_jobs.jobs} == {
+        "dli_test_dag_run_wide_callback callback"
+    }
 
 
 def test_dag_run_wide_notifier_takes_no_ids() -> None:

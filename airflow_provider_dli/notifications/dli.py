@@ -18,7 +18,8 @@ from airflow.sdk import BaseNotifier
 from airflow_provider_dli.validation import resolved_later, validate_batch_id
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    import jinja2
+    from airflow.sdk import DAG, Context
 
     from airflow_provider_dli.hooks.dli import DLIHook
 
@@ -80,6 +81,16 @@ class DLICancelBatchNotifier(BaseNotifier):
         self.dli_conn_id = dli_conn_id
         self.project_id = project_id
         self.this_dag_run = this_dag_run
+
+    def get_template_env(self, dag: DAG | None = None) -> jinja2.Environment:
+        """The DAG's template environment, or Airflow's default one where the DAG has none.
+
+        ``airflow dags test`` hands a DAG-level callback the scheduler's serialized DAG, which has no
+        ``get_template_env`` (apache/airflow#64649, Airflow 3.1 to 3.3): every notifier then fails before it
+        runs. That DAG has none of the DAG file's macros or filters either, so the default environment is
+        what can render the fields there.
+        """
+        return super().get_template_env(dag=dag if hasattr(dag, "get_template_env") else None)
 
     def notify(self, context: Context) -> None:
         from airflow_provider_dli.exceptions import DLIError
