@@ -6,8 +6,11 @@ AIRFLOW_VERSION ?= 3.3.2
 # only work with the dependency versions of their constraints files (with today's structlog, fastapi and
 # pydantic they fail at import or at task start), so the claim starts at 3.1.8, the release tested here.
 OLDEST_AIRFLOW_VERSION ?= 3.1.8
+# Airflow's constraints file (a URL or a path) for the Airflow step of `make install`; empty: none. `make test`
+# installs without: it tests what a plain pip install resolves today, and GitHub may be out of reach.
+CONSTRAINTS ?=
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-airflow-$(AIRFLOW_VERSION)
+STAMP := $(VENV)/.installed-airflow-$(AIRFLOW_VERSION)$(if $(CONSTRAINTS),-constrained)
 
 .PHONY: install test test-current test-oldest lint typecheck pytest demo bench clean
 
@@ -18,6 +21,7 @@ $(STAMP): pyproject.toml
 		{ echo "Python 3.11 or newer is needed (PYTHON=$(PYTHON))"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(if $(CONSTRAINTS),$(BIN)/python -m pip install --quiet "apache-airflow==$(AIRFLOW_VERSION)" --constraint "$(CONSTRAINTS)")
 	$(BIN)/python -m pip install --quiet -e ".[test,openlineage]" "apache-airflow==$(AIRFLOW_VERSION)"
 	@rm -f $(VENV)/.installed-airflow-* && touch $@
 

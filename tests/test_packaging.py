@@ -130,13 +130,33 @@ def test_wheel_holds_the_package_and_the_license_and_no_tests(release: Release) 
     assert not [name for name in names if name.startswith(("tests/", "example_dags/", "scripts/"))]
 
 
+def test_the_wheel_ships_the_example_dags_of_the_source_tree(release: Release) -> None:
+    """A user with the wheel alone finds the example DAGs in the package: the same files as ``example_dags/``."""
+    shipped = f"{NAME}/example_dags/"
+    with zipfile.ZipFile(release.wheel) as archive:
+        in_wheel = {
+            name.removeprefix(shipped): archive.read(name)
+            for name in archive.namelist()
+            if name.startswith(shipped) and name.endswith(".py") and not name.endswith("__init__.py")
+        }
+    in_tree = {path.name: path.read_bytes() for path in (REPO / "example_dags").glob("*.py")}
+    assert sorted(in_wheel) == sorted(in_tree), f"copy example_dags/ to {shipped}"
+    for name, content in in_tree.items():
+        assert in_wheel[name] == content, f"{shipped}{name} differs from example_dags/{name}: copy it"
+
+
 def test_sdist_carries_a_complete_runnable_test_tree(release: Release) -> None:
     """Every file of the test tree (and what the tests run: example DAGs, the demo script), and pytest can
     collect the suite from the unpacked sdist alone."""
     root = release.sdist.name.removesuffix(".tar.gz")
     with tarfile.open(release.sdist) as archive:
         names = {name.removeprefix(f"{root}/") for name in archive.getnames()}
-    expected = repo_files(NAME, "tests", "example_dags", "scripts") | {"LICENSE", "README.md", "pyproject.toml"}
+    expected = repo_files(NAME, "tests", "example_dags", "scripts") | {
+        "LICENSE",
+        "README.md",
+        "pyproject.toml",
+        "CHANGELOG.md",
+    }
     assert expected <= names, sorted(expected - names)
     unpacked = release.sdist.parent / "unpacked" / root
     env = {**clean_env(), "PYTHONPATH": str(unpacked)}
@@ -179,3 +199,42 @@ def test_the_wheel_alone_installs_the_provider(fresh_venv: Path, tmp_path: Path)
     assert run(python, "-c", probe, cwd=tmp_path, env=env).strip().startswith("https://")
     usage = run(fresh_venv / "bin" / "dli-emulator", "--help", cwd=tmp_path, env=env)
     assert usage.startswith("usage: dli-emulator")
+
+
+# What a user does with the shipped example DAGs: point Airflow at them (or copy them) and parse.
+PARSE_EXAMPLES = """
+import json, pathlib, airflow_provider_dli
+try:
+    from airflow.dag_processing.dagbag import DagBag
+except ImportError:  # Airflow 3.1
+    from airflow.models.dagbag import DagBag
+folder = pathlib.Path(airflow_provider_dli.__file__).parent / "example_dags"
+bag = DagBag(dag_folder=str(folder))  # AIRFLOW__CORE__LOAD_EXAMPLES is False
+files = sorted({pathlib.Path(dag.fileloc).name for dag in bag.dags.values()})
+print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "files": files}))
+"""
+
+
+def test_the_example_dags_of_the_wheel_parse(fresh_venv: Path, tmp_path: Path) -> None:
+    python = fresh_venv / "bin" / "python"
+    env = {**clean_env(), "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    parsed = json.loads(run(python, "-c", PARSE_EXAMPLES, cwd=tmp_path, env=env).strip().splitlines()[-1])
+    assert parsed["errors"] == {}
+    assert parsed["files"] == sorted(path.name for path in (REPO / "example_dags").glob("*.py"))  # a DAG each
+
+
+def make_install_commands(*settings: str) -> list[str]:
+    """The pip commands that ``make install`` would run into a new venv (``make -n``: nothing runs)."""
+    venv = "/nonexistent/venv"
+    output = run("make", "--no-print-directory", "-n", "install", f"VENV={venv}", *settings, cwd=REPO)
+    return [line for line in output.splitlines() if " -m pip install " in line and "--upgrade pip" not in line]
+
+
+def test_make_install_applies_constraints_to_the_airflow_step_only() -> None:
+    """As Airflow's constraints files ask: Airflow pinned first, then the package and its tools without them."""
+    constrained = make_install_commands("CONSTRAINTS=/tmp/constraints-3.11.txt", "AIRFLOW_VERSION=3.1.8")
+    assert len(constrained) == 2
+    assert '"apache-airflow==3.1.8" --constraint "/tmp/constraints-3.11.txt"' in constrained[0]
+    assert "--constraint" not in constrained[1]
+    assert '-e ".[test,openlineage]" "apache-airflow==3.1.8"' in constrained[1]
+    assert ["--constraint" in command for command in make_install_commands()] == [False]

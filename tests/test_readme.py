@@ -83,6 +83,22 @@ def test_the_readme_has_code_blocks_and_every_skip_says_why() -> None:
             assert block.reason, f"README line {block.line}: a skipped block must say why"
 
 
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def heading_anchor(heading: str) -> str:
+    """The anchor a Markdown renderer (GitHub's way) gives a heading."""
+    return "#" + re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_the_readme_reads_the_same_rendered_alone() -> None:
+    """The package index shows the README without the repository: every link is absolute or to a heading."""
+    text = README.read_text()
+    anchors = {heading_anchor(line.lstrip("#")) for line in text.splitlines() if line.startswith("#")}
+    for target in LINK.findall(text):
+        assert target.startswith("https://") or target in anchors, f"README link {target!r}: make it absolute"
+
+
 @pytest.fixture
 def emulator() -> Iterator[DLIEmulator]:
     """Jobs stay ``starting`` until their task polls their state; then they end ``success``."""
