@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place: pyproject.toml and the provider info read it; see CHANGELOG.md
 
 CONN_TYPE = "dli"
 
@@ -100,8 +100,9 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-dli",
         "name": "Data Lake Insight (DLI)",
-        "description": "Submit, watch and cancel Spark batch jobs on `Data Lake Insight "
-        "<https://www.huaweicloud.com/intl/en-us/product/dli.html>`__ (Huawei Cloud, T Cloud Public).",
+        # The Providers page shows a link without the space after it: a link goes last.
+        "description": "Submit, watch and cancel Spark batch jobs on Data Lake Insight (Huawei Cloud, T Cloud "
+        "Public): `DLI <https://www.huaweicloud.com/intl/en-us/product/dli.html>`__",
         "versions": [__version__],
         "integrations": [
             {

@@ -8,17 +8,22 @@ and on 3.1 (which builds it from ``DLIHook.get_connection_form_widgets``): both 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow import __version__ as airflow_version
 
 from airflow_provider_dli import AUTH_TYPE_LABELS, CONN_FIELDS
 from airflow_provider_dli.emulator import DLIEmulator
 from tests.airflow_cli import AirflowHome
 from tests.conftest import MakeHook
+
+RELEASES_WITH_THE_PORT_BUG = ("3.3.2",)
+"""Where the Test button sends an empty port as 0 and the api-server refuses the test (apache/airflow#73298)."""
 
 API_SERVER = """
 import json, sys
@@ -44,14 +49,30 @@ for form in json.loads(sys.argv[1]):
     answer = client.post("/api/v2/connections/test", json=form)
     tests.append([answer.status_code, answer.json(), form["extra"]])
 masked = sorted(name for name in dli["extra_fields"] if should_hide_value_for_key(name))
-print(json.dumps({"hook_meta": dli, "tests": tests, "masked": masked}))
+# The Test button of the connection list: a saved connection as the list shows it, with its port sent as
+# Number(port), which makes an empty port 0.
+buttons = {}
+for saved in json.loads(sys.argv[2]):
+    created = client.post("/api/v2/connections", json=saved)
+    assert created.status_code == 201, created.text
+    shown = client.get(f"/api/v2/connections/{saved['connection_id']}").json()
+    fields = ("conn_type", "connection_id", "description", "host", "login", "password", "schema")
+    button = {key: shown[key] or "" for key in fields}
+    button.update(extra=shown["extra"] or "{}", port=int(shown["port"] or 0))
+    answer = client.post("/api/v2/connections/test", json=button)
+    buttons[saved["connection_id"]] = [answer.status_code, answer.json()]
+providers = client.get("/api/v2/providers").json()["providers"]
+[provider] = [p for p in providers if p["package_name"] == "airflow-provider-dli"]
+print(json.dumps({"hook_meta": dli, "tests": tests, "masked": masked, "buttons": buttons, "provider": provider}))
 """
 
 
-def api_server(home: AirflowHome, tmp_path: Path, forms: list[dict[str, Any]]) -> dict[str, Any]:
+def api_server(
+    home: AirflowHome, tmp_path: Path, forms: list[dict[str, Any]], saved: list[dict[str, Any]]
+) -> dict[str, Any]:
     env = home.env(tmp_path, None, AIRFLOW__CORE__TEST_CONNECTION="Enabled")
     result = subprocess.run(
-        [sys.executable, "-c", API_SERVER, json.dumps(forms)],
+        [sys.executable, "-c", API_SERVER, json.dumps(forms), json.dumps(saved)],
         env=env,
         capture_output=True,
         text=True,
@@ -82,7 +103,12 @@ def form(airflow_home: AirflowHome, tmp_path_factory: pytest.TempPathFactory, em
         "extra": {"project_id": connection["extra"]["project_id"]},
     }
     project_forgotten = {**filled_in, "connection_id": "my_other_dli", "extra": {}}
-    return api_server(airflow_home, tmp_path_factory.mktemp("dags"), [filled_in, project_forgotten])
+    # Saved as the form saves them: no port (the field is hidden), or the port 0 that the README suggests.
+    saved = {**filled_in, "connection_id": "saved_dli", "extra": json.dumps(connection["extra"])}
+    saved_with_port_0 = {**saved, "connection_id": "saved_dli_port_0", "port": 0}
+    return api_server(
+        airflow_home, tmp_path_factory.mktemp("dags"), [filled_in, project_forgotten], [saved, saved_with_port_0]
+    )
 
 
 def test_every_dli_field_is_on_the_form(form: dict[str, Any]) -> None:
@@ -158,3 +184,27 @@ def test_test_connection_names_a_saved_connection(make_hook: MakeHook, emulator:
     ok, message = hook.test_connection()
     assert not ok
     assert f"of connection {hook.dli_conn_id!r}" in message
+
+
+def test_test_button_of_a_saved_connection(form: dict[str, Any], emulator: DLIEmulator) -> None:
+    """As the README says: on Airflow 3.3.2 the button fails for a saved connection without a port (its UI sends
+    0, apache/airflow#73298), and works with the port 0; elsewhere it works either way."""
+    connected = [200, {"status": True, "message": f"Connected to DLI project {emulator.project_id}"}]
+    assert form["buttons"]["saved_dli_port_0"] == connected
+    if airflow_version in RELEASES_WITH_THE_PORT_BUG:
+        status, answer = form["buttons"]["saved_dli"]
+        assert status == 400
+        assert answer["detail"].startswith("The host or port to test differs from the stored connection")
+    else:
+        assert form["buttons"]["saved_dli"] == connected
+
+
+def test_providers_page_shows_the_description_with_its_spaces(form: dict[str, Any]) -> None:
+    """The Providers page shows the description as Airflow's UI renders it: split at spaces, each word that is
+    a URL as a link without the space after it, every other word with one. A word after a link would stick."""
+    description = form["provider"]["description"]
+    words = re.sub(r"\n(?:and)?", " ", description).split(" ")
+    links = set(re.findall(r"https?://[\w.-]+(?:\.?:[\w.-]+)*(?:[#/?][\w!#$%&'()*+,./:;=?@\[\]~-]*)?", description))
+    shown = "".join(word if word in links else f"{word} " for word in words)
+    assert links
+    assert shown.rstrip() == " ".join(words), shown
