@@ -116,6 +116,8 @@ def get_provider_info() -> dict[str, Any]:
         "sensors": [{"integration-name": integration, "python-modules": ["airflow_provider_dli.sensors.dli"]}],
         "triggers": [{"integration-name": integration, "python-modules": ["airflow_provider_dli.triggers.dli"]}],
         "notifications": ["airflow_provider_dli.notifications.dli.DLICancelBatchNotifier"],
+        # ``airflow dli`` (Airflow 3.3+; Airflow 3.1 ignores the entry: ``python -m airflow_provider_dli`` there).
+        "cli": ["airflow_provider_dli.cli.get_cli_commands"],
         "config": {
             "dli": {
                 "description": "The DLI provider: where password authentication keeps its IAM tokens, and "

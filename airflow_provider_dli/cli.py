@@ -1,0 +1,244 @@
+"""``airflow dli``: act on DLI from a terminal during an incident, with the code paths the operators use.
+
+- ``airflow dli jobs DAG_ID RUN_ID``: every job of a DAG run (the names its submit operators gave them).
+- ``airflow dli cancel DAG_ID RUN_ID [--dry-run]``: cancel the run's live jobs, as the kill switch does.
+- ``airflow dli sweep [--list-only]``: one run of the orphan sweeper, asking Airflow's metadata database
+  about the owners (the CLI runs beside Airflow, not in a task, so there is no Task SDK to ask).
+
+Airflow 3.3 adds the group through the provider info's ``cli`` entry; Airflow 3.1 does not read that entry,
+and ``python -m airflow_provider_dli`` takes the same commands there. Every Airflow command imports this module
+when it starts: it imports nothing heavy until a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_provider_dli.hooks.dli import DLIHook
+
+
+@dataclass(frozen=True)
+class Option:
+    """One argument of a command: argparse's flags and keywords, for Airflow's parser and for ours."""
+
+    flags: tuple[str, ...]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+CONN_ID = Option(("--conn-id",), {"default": "dli_default", "help": "the DLI connection (default: dli_default)"})
+PROJECT_ID = Option(("--project-id",), {"help": "overrides the connection's project"})
+DAG_ID = Option(("dag_id",), {"help": "the DAG id"})
+RUN_ID = Option(("run_id",), {"help": "the DAG run id, e.g. scheduled__2026-11-29T00:00:00+00:00"})
+
+
+def jobs(args: argparse.Namespace) -> None:
+    """Print every job of the DAG run, live or ended, from one listing."""
+    hook = _hook(args)
+    found = _dag_run_jobs(hook, args.dag_id, args.run_id)
+    print(f"{len(found)} DLI batch job(s) of DAG run {args.dag_id} / {args.run_id} in project {hook.project_id}:")
+    print(_job_table(found))
+
+
+def cancel(args: argparse.Namespace) -> None:
+    """Cancel the DAG run's live jobs with the operators' bulk cancel; ``--dry-run`` only lists them."""
+    from airflow_provider_dli.hooks.dli import bulk_cancel_counts, bulk_cancel_failure, bulk_cancel_table
+    from airflow_provider_dli.states import LIVE_STATES
+
+    hook = _hook(args)
+    live = [job for job in _dag_run_jobs(hook, args.dag_id, args.run_id) if _state(job) in LIVE_STATES]
+    if args.dry_run or not live:
+        verb = "would be cancelled (dry run)" if args.dry_run else "to cancel"
+        print(f"{len(live)} live DLI batch job(s) of DAG run {args.dag_id} / {args.run_id} {verb}:")
+        print(_job_table(live))
+        return
+    outcomes = hook.cancel_batches([str(job["id"]) for job in live])
+    print(f"{bulk_cancel_counts(outcomes)}:")
+    print(bulk_cancel_table(outcomes))
+    failure = bulk_cancel_failure(outcomes, "the table above")
+    if failure:
+        sys.exit(failure)
+
+
+def sweep(args: argparse.Namespace) -> None:
+    """One run of the orphan sweeper: ``sweeper.sweep``, its decision table and its cancel."""
+    from airflow_provider_dli.ownership import instance_id
+    from airflow_provider_dli.sweeper import sweep as sweep_once
+
+    hook = _hook(args)
+    report = sweep_once(
+        hook,
+        MetadataDatabase(),
+        instance_id=args.instance_id or instance_id(),
+        grace_period=timedelta(seconds=args.grace_period),
+        list_only=args.list_only,
+    )
+    dry_run = " (list only: nothing cancelled)" if args.list_only else ""
+    print(
+        f"{report.live_jobs} live DLI batch job(s); {report.not_ours} not submitted by Airflow instance "
+        f"{report.instance_id!r} (left alone); {len(report.orphans)} orphan(s){dry_run}:"
+    )
+    print(report.table())
+    if report.not_cancelled:
+        sys.exit(f"{len(report.not_cancelled)} orphan(s) could not be cancelled: see the table above")
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    func: Callable[[argparse.Namespace], None]
+    options: Sequence[Option]
+
+
+COMMANDS = (
+    Command("jobs", "List a DAG run's DLI batch jobs", jobs, (DAG_ID, RUN_ID, CONN_ID, PROJECT_ID)),
+    Command(
+        "cancel",
+        "Cancel a DAG run's live DLI batch jobs",
+        cancel,
+        (
+            DAG_ID,
+            RUN_ID,
+            Option(("--dry-run",), {"action": "store_true", "help": "list the jobs that would be cancelled"}),
+            CONN_ID,
+            PROJECT_ID,
+        ),
+    ),
+    Command(
+        "sweep",
+        "Run the orphan sweeper once",
+        sweep,
+        (
+            Option(("--list-only",), {"action": "store_true", "help": "the dry run: decide and list, cancel nothing"}),
+            Option(
+                ("--grace-period",),
+                {"type": float, "default": 300.0, "help": "seconds a job is left alone after its creation (300)"},
+            ),
+            Option(("--instance-id",), {"help": "whose jobs: by default [dli] instance_id"}),
+            CONN_ID,
+            PROJECT_ID,
+        ),
+    ),
+)
+
+
+GROUP_HELP = "Data Lake Insight (DLI): list and cancel a DAG run's jobs, sweep orphans"
+
+
+def get_cli_commands() -> list[Any]:
+    """The ``airflow dli`` group, for Airflow 3.3's ``cli`` entry of the provider info."""
+    from airflow.cli.cli_config import ActionCommand, Arg, GroupCommand
+
+    return [
+        GroupCommand(
+            name="dli",
+            help=GROUP_HELP,
+            subcommands=[
+                ActionCommand(
+                    name=command.name,
+                    help=command.help,
+                    func=command.func,
+                    # Airflow's Arg carries no annotations.
+                    args=[Arg(option.flags, **option.settings) for option in command.options],  # type: ignore[no-untyped-call]
+                )
+                for command in COMMANDS
+            ],
+        )
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m airflow_provider_dli``: the same commands where Airflow does not add them (3.1, 3.2)."""
+    parser = argparse.ArgumentParser(prog="python -m airflow_provider_dli", description=GROUP_HELP)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        sub = commands.add_parser(command.name, help=command.help, description=command.help)
+        for option in command.options:
+            sub.add_argument(*option.flags, **option.settings)
+        sub.set_defaults(func=command.func)
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+class MetadataDatabase:
+    """The sweeper's questions to Airflow (``sweeper.OwnerStates``), answered from the metadata database as
+    Airflow's execution API answers them to a task."""
+
+    def get_task_states(
+        self,
+        dag_id: str,
+        *,
+        map_index: int | None = None,
+        task_ids: list[str] | None = None,
+        run_ids: list[str] | None = None,
+    ) -> dict[str, Any]:
+        from airflow.models.taskinstance import TaskInstance
+        from sqlalchemy import select
+
+        query = select(TaskInstance.run_id, TaskInstance.task_id, TaskInstance.map_index, TaskInstance.state)
+        query = query.where(TaskInstance.dag_id == dag_id)
+        if map_index is not None:
+            query = query.where(TaskInstance.map_index == map_index)
+        if task_ids:
+            query = query.where(TaskInstance.task_id.in_(task_ids))
+        if run_ids:
+            query = query.where(TaskInstance.run_id.in_(run_ids))
+        states: dict[str, dict[str, Any]] = {}
+        for run_id, task_id, index, state in _rows(query):
+            states.setdefault(run_id, {})[task_id if index < 0 else f"{task_id}_{index}"] = state
+        return states
+
+    def get_dr_count(self, dag_id: str, *, run_ids: list[str] | None = None, states: list[str] | None = None) -> int:
+        from airflow.models.dagrun import DagRun
+        from sqlalchemy import func, select
+
+        query = select(func.count()).select_from(DagRun).where(DagRun.dag_id == dag_id)
+        if run_ids:
+            query = query.where(DagRun.run_id.in_(run_ids))
+        if states:
+            query = query.where(DagRun.state.in_(states))
+        [(count,)] = _rows(query)
+        return int(count)
+
+    def get_dagrun_state(self, dag_id: str, run_id: str) -> str:
+        from airflow.models.dagrun import DagRun
+        from sqlalchemy import select
+
+        [(state,)] = _rows(select(DagRun.state).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
+        return str(state)
+
+
+def _rows(query: Any) -> list[Any]:
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return list(session.execute(query).all())
+
+
+def _hook(args: argparse.Namespace) -> DLIHook:
+    from airflow_provider_dli.hooks.dli import DLIHook
+
+    return DLIHook(args.conn_id, project_id=args.project_id, caller="airflow dli")
+
+
+def _dag_run_jobs(hook: DLIHook, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    """The run's jobs by name, as the kill switch and the run-wide notifier find them."""
+    from airflow_provider_dli.job_names import owned_by
+
+    return [batch for batch in hook.list_batches() if owned_by(batch.get("name"), dag_id, run_id)]
+
+
+def _state(job: dict[str, Any]) -> str:
+    return str(job.get("state", "")).lower()
+
+
+def _job_table(found: Sequence[dict[str, Any]]) -> str:
+    rows = [f"  {'batch id':36}  {'state':10}  name"]
+    rows += [f"  {job['id']:36}  {_state(job):10}  {job.get('name') or ''}" for job in found]
+    return "\n".join(rows)
