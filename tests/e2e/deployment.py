@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -38,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 import requests
 
@@ -368,6 +370,30 @@ class Deployment:
 
     def set_run_state(self, dag_id: str, run_id: str, state: str) -> None:
         self.api("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", {"state": state})
+
+    def wait_for_deferral_processed(self, dag_id: str, run_id: str, task_id: str) -> None:
+        """Until the scheduler has processed the executor's report of the worker that deferred this task.
+
+        The report comes seconds after the deferral (the supervisor notices its task process's exit up to
+        ``[workers] min_heartbeat_interval`` late). A trigger that fires before then lets Airflow 3.3.2 fail the
+        resumed task on that stale report ("state mismatch", apache/airflow#67287 and #72716; the README's
+        known limits): a scenario that ends a deferred job on purpose waits for this first."""
+        line = re.compile(
+            rf"TaskInstance Finished: dag_id={re.escape(dag_id)}, task_id={re.escape(task_id)}, "
+            rf"run_id={re.escape(run_id)}, .*? state=deferred, executor="
+        )
+        scheduler = self.component("scheduler")
+        wait_for(
+            lambda: any(line.search(text) for text in iter_lines(scheduler.log)),
+            f"the scheduler to process the deferral of {dag_id}/{run_id}/{task_id}",
+            interval=0.5,
+        )
+
+    def audit_events(self, dag_id: str, run_id: str, event: str) -> list[dict[str, Any]]:
+        """The audit log's entries of one kind for one DAG run (what the UI's "Audit Log" shows)."""
+        query = urlencode({"dag_id": dag_id, "run_id": run_id, "event": event, "limit": 100})
+        entries: list[dict[str, Any]] = self.api("GET", f"/eventLogs?{query}")["event_logs"]
+        return entries
 
     # Processes
 

@@ -48,12 +48,14 @@ class Waiting:
 
 def start_waiting(airflow: Deployment, dli: DLIEmulator, dag_id: str, *, deferred: bool = False) -> Waiting:
     """Trigger a run and return once its task waits on its job: the job was polled (by the task, or by the
-    trigger once the task is deferred)."""
+    trigger once the task is deferred and Airflow processed the deferral, so that ending the job cannot meet
+    Airflow's stale-report race: see ``Deployment.wait_for_deferral_processed``)."""
     run_id = airflow.trigger(dag_id)
     prefix = dag_run_job_prefix(dag_id, run_id) + "."
     [batch_id] = wait_for(lambda: jobs_named(dli, prefix), f"the job of {dag_id}/{run_id}")
     if deferred:
         airflow.wait_for_task_state(dag_id, run_id, TASK, "deferred")
+        airflow.wait_for_deferral_processed(dag_id, run_id, TASK)
     wait_for(lambda: state_reads_of(dli, batch_id) > 0, f"the first state poll of job {batch_id}")
     return Waiting(dag_id, run_id, batch_id)
 

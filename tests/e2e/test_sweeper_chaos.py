@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from typing import Any
 
 from airflow_provider_dli.emulator import DLIEmulator
@@ -81,6 +80,7 @@ def test_one_sweep_cancels_every_orphan_and_no_healthy_job(
         runs[dag_id] = airflow.trigger(dag_id)
         jobs[dag_id] = the_job(dli, dag_id, runs[dag_id])
     airflow.wait_for_task_state("dli_e2e_sweep_deferred", runs["dli_e2e_sweep_deferred"], "submit", "deferred")
+    airflow.wait_for_deferral_processed("dli_e2e_sweep_deferred", runs["dli_e2e_sweep_deferred"], "submit")
     wait_for(lambda: state_reads_of(dli, jobs["dli_e2e_sweep_waiting"]) > 0, "the waiting task to poll")
     airflow.wait_for_run_state("dli_e2e_sweep_fire_and_forget", runs["dli_e2e_sweep_fire_and_forget"], "success")
     orphans = {jobs[dag_id] for dag_id in ORPHAN_DAGS}
@@ -120,11 +120,8 @@ def test_one_sweep_cancels_every_orphan_and_no_healthy_job(
     dag_id = "dli_e2e_sweep_waiting"
     dli.finish(jobs[dag_id])
     airflow.wait_for_run_state(dag_id, runs[dag_id], "success")
-    # Once in about ten full runs the deferred task, resumed after its job succeeded, was found already failed
-    # by its worker ("TI was not in a state where it could be marked as running"), 13 ms after it was queued.
-    # Not understood yet (see the issue notes); the sweep above is what this test proves, so the clean-up only
-    # waits for the run to end, and says so when it ended failed.
+    # The deferral was processed before the sweep: the stale-report race of Airflow 3.3.2 (README, known limits;
+    # test_airflow_limits.py) cannot fail the resumed task.
     dag_id = "dli_e2e_sweep_deferred"
     dli.finish(jobs[dag_id])
-    if airflow.wait_for_run_state(dag_id, runs[dag_id], "success", "failed") == "failed":
-        warnings.warn(f"{dag_id}: the deferred task failed after its job succeeded", stacklevel=1)
+    airflow.wait_for_run_state(dag_id, runs[dag_id], "success")
