@@ -435,7 +435,7 @@ def bench_sweep(rows: list[Row]) -> None:
 
     from airflow_provider_dli.hooks.dli import DLIHook
     from airflow_provider_dli.ownership import OWNER_CONF_KEY, JobOwner
-    from airflow_provider_dli.sweeper import sweep
+    from airflow_provider_dli.reconcile import sweep
 
     finished = {"conf": {"dli.emulator.starting_seconds": 0, "dli.emulator.running_seconds": 0}}
     states: dict[str, dict[str, dict[str, str]]] = {}

@@ -16,14 +16,13 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseNotifier
 
 from airflow_provider_dli.validation import resolved_later, validate_batch_id
+from airflow_provider_dli.xcom_keys import BATCH_ID_KEYS, XCOM_BATCH_ID
 
 if TYPE_CHECKING:
     import jinja2
     from airflow.sdk import DAG, Context
 
     from airflow_provider_dli.hooks.dli import DLIHook
-
-XCOM_KEYS = ("dli_batch_id", "return_value")
 
 
 class DLICancelBatchNotifier(BaseNotifier):
@@ -150,7 +149,7 @@ class DLICancelBatchNotifier(BaseNotifier):
             pull["map_indexes"] = getattr(ti, "map_index", -1)
         elif self.source_map_index is not None:
             pull["map_indexes"] = _map_index(self.source_map_index)
-        for key in XCOM_KEYS:
+        for key in BATCH_ID_KEYS:
             value: Any = ti.xcom_pull(task_ids=task_id, key=key, **pull)
             values = value if isinstance(value, list) else [value]
             # One value per map index when several were pulled; each may itself be a list of ids.
@@ -160,7 +159,7 @@ class DLICancelBatchNotifier(BaseNotifier):
             try:
                 return [validate_batch_id(item, f"XCom {key!r} of task {task_id!r}") for item in ids]
             except ValueError:
-                if key == "dli_batch_id":
+                if key == XCOM_BATCH_ID:
                     raise
                 self.log.info("XCom return_value of task %s is not a DLI batch job id", task_id)
         return []

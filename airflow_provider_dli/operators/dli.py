@@ -26,14 +26,12 @@ from airflow_provider_dli.validation import (
     validate_max_workers,
     validate_project_id,
 )
+from airflow_provider_dli.xcom_keys import XCOM_BATCH_ID
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_dli.hooks.dli import CancelResult, DLIHook
-
-XCOM_BATCH_ID = "dli_batch_id"
-"""The XCom key under which the submit operator pushes the job's id the moment the job exists."""
 
 # SIGTERM gives a task 5 s before SIGKILL: the cancel in on_kill must fit in that whatever the server does
 # (an attempt ends after connect + read timeouts in all; every request of the call ends within the deadline).
@@ -748,8 +746,9 @@ class DLIOrphanSweepOperator(BaseOperator):
 
     Each run lists the project's live jobs, keeps those that this Airflow submitted (each job records its
     owner: instance id, DAG, run, task, map index and try), asks Airflow the state of each owner through the
-    Task SDK, decides with :data:`airflow_provider_dli.sweeper.DECISION_TABLE`, cancels the orphans, and logs a
-    table of every job and its decision. ``orphan_sweeper_dag()`` in the same module adds a scheduled DAG.
+    Task SDK, decides with :data:`airflow_provider_dli.reconcile.DECISION_TABLE`, cancels the orphans, and logs
+    a table of every job and its decision. :func:`airflow_provider_dli.sweeper.orphan_sweeper_dag` adds a
+    scheduled DAG.
 
     :param dli_conn_id: the DLI connection (templated).
     :param project_id: overrides the connection's project (templated).
@@ -798,7 +797,7 @@ class DLIOrphanSweepOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_dli.ownership import DEFAULT_INSTANCE_ID, instance_id
-        from airflow_provider_dli.sweeper import sweep
+        from airflow_provider_dli.reconcile import sweep
 
         sweeping_for = self.instance_id or instance_id()
         if sweeping_for == DEFAULT_INSTANCE_ID:

@@ -18,6 +18,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from packaging.version import Version
 
 from airflow_provider_dli.states import TERMINAL_STATES, UnknownStates
+from airflow_provider_dli.xcom_keys import XCOM_BATCH_ID
 
 if TYPE_CHECKING:
     from airflow_provider_dli.hooks.dli import DLIHook
@@ -216,8 +217,6 @@ class DLIBatchTrigger(BaseTrigger):
     def _read_task(self, ti: Any) -> bool:
         from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
         from airflow.sdk.execution_time.xcom import XCom
-
-        from airflow_provider_dli.operators.dli import XCOM_BATCH_ID
 
         mapped = ti.map_index is not None and ti.map_index >= 0
         states = RuntimeTaskInstance.get_task_states(

@@ -1,0 +1,369 @@
+"""The orphan sweeper's reconciling: the DLI jobs this Airflow owns against what Airflow believes about their owners.
+
+Every other cancel path runs once, at the moment of a failure, and can fail or never run (a task process
+OOM-killed while its supervisor lives runs no provider code at all). The sweeper runs on a schedule, like a
+Kubernetes controller: it lists the live jobs, reads each job's owner from the job itself
+(:mod:`airflow_provider_dli.ownership`), asks Airflow the state of that task instance through the Task SDK (no
+database access: it works on any executor), decides with :data:`DECISION_TABLE`, and cancels the orphans.
+
+It knows nothing of operators: :class:`~airflow_provider_dli.operators.dli.DLIOrphanSweepOperator` runs
+:func:`sweep`, and :mod:`airflow_provider_dli.sweeper` makes the scheduled DAG around it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from airflow_provider_dli.ownership import JobOwner, owner_of
+from airflow_provider_dli.states import LIVE_STATES
+
+if TYPE_CHECKING:
+    from airflow_provider_dli.hooks.dli import DLIHook
+
+Decision = Literal["cancel", "keep"]
+
+# What Airflow can say about a job's owner, besides its task-instance state (a TaskInstanceState value, or
+# "none" for a task instance that has no state yet).
+NO_DAG_RUN = "no dag run"
+NO_TASK_INSTANCE = "no task instance"
+NOT_ASKED = "not asked"
+"""For a job decided by its own facts alone (too young, superseded): Airflow is not asked about its owner."""
+
+ACTIVE = frozenset(
+    {"none", "scheduled", "queued", "running", "deferred", "restarting", "up_for_reschedule", "awaiting_input"}
+)
+ENDED = frozenset({"success", "skipped"})
+FAILED = frozenset({"failed", "upstream_failed", "removed"})
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything a decision depends on, for one live job."""
+
+    young: bool
+    """The job is younger than the grace period: the failure callbacks may still be cancelling it."""
+    superseded: bool
+    """A later try of the same task instance has a live job of its own."""
+    owner_state: str
+    """The owner's task-instance state, ``none``, ``no task instance`` or ``no dag run``."""
+    wait: bool
+    resumable: bool
+    run_failed: bool | None = None
+    """Whether the owner's DAG run failed; read only where a row needs it (a task that ended)."""
+
+
+ANY: None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row: when every given column matches (a set: the value is in it; a bool: equal; ANY: always)."""
+
+    young: bool | None
+    superseded: bool | None
+    owner_state: frozenset[str] | None
+    wait: bool | None
+    resumable: bool | None
+    run_failed: bool | None
+    decision: Decision
+    reason: str
+
+    def matches(self, facts: Facts) -> bool:
+        for column in ("young", "superseded", "wait", "resumable", "run_failed"):
+            wanted = getattr(self, column)
+            if wanted is not ANY and getattr(facts, column) != wanted:
+                return False
+        return self.owner_state is ANY or facts.owner_state in self.owner_state
+
+
+NO_RUN = frozenset({NO_DAG_RUN})
+NO_TI = frozenset({NO_TASK_INSTANCE})
+RETRY = frozenset({"up_for_retry"})
+# fmt: off
+DECISION_TABLE: tuple[Rule, ...] = (
+    # young  superseded  owner    wait   resumable  run failed
+    Rule(True,  ANY,   ANY,     ANY,   ANY,   ANY,   "keep",   "younger than the grace period"),
+    Rule(ANY,   True,  ANY,     ANY,   ANY,   ANY,   "cancel", "a later try of the task has its own job"),
+    Rule(ANY,   ANY,   NO_RUN,  ANY,   ANY,   ANY,   "cancel", "its DAG run no longer exists"),
+    Rule(ANY,   ANY,   NO_TI,   ANY,   ANY,   ANY,   "cancel", "its task instance no longer exists"),
+    Rule(ANY,   ANY,   FAILED,  ANY,   ANY,   ANY,   "cancel", "the task is {owner_state}"),
+    Rule(ANY,   ANY,   ACTIVE,  ANY,   ANY,   ANY,   "keep",   "the task is {owner_state}"),
+    Rule(ANY,   ANY,   RETRY,   ANY,   True,  ANY,   "keep",   "the retry reconnects to this job"),
+    Rule(ANY,   ANY,   RETRY,   ANY,   False, ANY,   "cancel", "the retry submits a new job"),
+    Rule(ANY,   ANY,   ENDED,   True,  ANY,   ANY,   "cancel", "the task is {owner_state}, but it was meant to wait"),
+    Rule(ANY,   ANY,   ENDED,   False, ANY,   True,  "cancel", "fire-and-forget job of a failed DAG run"),
+    Rule(ANY,   ANY,   ENDED,   False, ANY,   False, "keep",   "fire-and-forget job (wait_for_completion=False)"),
+    Rule(ANY,   ANY,   ANY,     ANY,   ANY,   ANY,   "keep",   "unknown task state {owner_state}: left alone"),
+)
+# fmt: on
+"""First matching row wins. The README shows the same table."""
+
+
+def decide(facts: Facts) -> tuple[Decision, str]:
+    for rule in DECISION_TABLE:
+        if rule.matches(facts):
+            return rule.decision, rule.reason.format(owner_state=facts.owner_state)
+    raise AssertionError("unreachable: the last row matches everything")
+
+
+class OwnerStates(Protocol):
+    """The Task SDK calls the sweeper uses (``context["ti"]``, a RuntimeTaskInstance, provides them): each goes
+    from the worker through its supervisor to Airflow's execution API, on any executor."""
+
+    def get_task_states(
+        self,
+        dag_id: str,
+        *,
+        map_index: int | None = None,
+        task_ids: list[str] | None = None,
+        run_ids: list[str] | None = None,
+    ) -> dict[str, Any]: ...
+
+    def get_dr_count(
+        self, dag_id: str, *, run_ids: list[str] | None = None, states: list[str] | None = None
+    ) -> int: ...
+
+    def get_dagrun_state(self, dag_id: str, run_id: str) -> str: ...
+
+
+RUNS_PER_QUERY = 50
+"""Run ids per state query: the execution API takes them in the query string, which servers limit."""
+
+
+@dataclass
+class JobVerdict:
+    batch_id: str
+    name: str
+    state: str
+    age: float
+    owner: JobOwner
+    facts: Facts
+    decision: Decision
+    reason: str
+    outcome: str = ""
+    """After the sweep: ``kept``, ``listed`` (dry run), or the bulk cancel's outcome: ``cancelled``,
+    ``already_finished``, ``error`` or ``not_tried`` (after DLI refused the credentials)."""
+    error: str | None = None
+
+
+@dataclass
+class SweepReport:
+    instance_id: str
+    live_jobs: int
+    not_ours: int
+    verdicts: list[JobVerdict] = field(default_factory=list)
+    airflow_queries: int = 0
+
+    @property
+    def orphans(self) -> list[JobVerdict]:
+        return [verdict for verdict in self.verdicts if verdict.decision == "cancel"]
+
+    @property
+    def not_cancelled(self) -> list[JobVerdict]:
+        """Orphans whose cancel failed (or was not tried): the sweeping task fails, and the next run retries."""
+        return [verdict for verdict in self.orphans if verdict.outcome in ("error", "not_tried")]
+
+    def table(self) -> str:
+        """One line per owned live job, for the task log."""
+        lines = [f"{'batch id':36}  {'state':10}  {'age':>7}  {'owner (dag/run/task try)':60}  {'decision':8}  why"]
+        for v in self.verdicts:
+            lines.append(
+                f"{v.batch_id:36}  {v.state:10}  {_age(v.age):>7}  {v.owner.describe():60}  "
+                f"{v.outcome or v.decision:8}  {v.reason} (task: {v.facts.owner_state})"
+            )
+        return "\n".join(lines)
+
+    def result(self) -> dict[str, Any]:
+        """The XCom: what was cancelled (or, in a dry run, would be) and why; counts of the rest."""
+        return {
+            "instance_id": self.instance_id,
+            "live_jobs": self.live_jobs,
+            "not_ours": self.not_ours,
+            "kept": len(self.verdicts) - len(self.orphans),
+            "orphans": [
+                {
+                    "batch_id": v.batch_id,
+                    "name": v.name,
+                    "dag_id": v.owner.dag_id,
+                    "run_id": v.owner.run_id,
+                    "task_id": v.owner.task_id,
+                    "map_index": v.owner.map_index,
+                    "try_number": v.owner.try_number,
+                    "task_state": v.facts.owner_state,
+                    "reason": v.reason,
+                    "outcome": v.outcome,
+                    "error": v.error,
+                }
+                for v in self.orphans
+            ],
+        }
+
+
+def sweep(
+    hook: DLIHook,
+    airflow: OwnerStates,
+    *,
+    instance_id: str,
+    grace_period: timedelta,
+    list_only: bool = False,
+    max_workers: int = 16,
+) -> SweepReport:
+    """List, decide, cancel (unless ``list_only``): one reconciliation of DLI with Airflow."""
+    now = time.time()
+    owned: list[tuple[dict[str, Any], JobOwner]] = []
+    live = not_ours = 0
+    for batch in live_batches(hook):
+        live += 1
+        owner = owner_of(batch)
+        if owner is None or owner.instance != instance_id:
+            not_ours += 1
+            continue
+        owned.append((batch, owner))
+    report = SweepReport(instance_id, live, not_ours)
+    states = _OwnerStateReader(airflow)
+    latest_try = _latest_tries(owner for _, owner in owned)
+    for batch, owner in owned:
+        age = now - float(batch.get("create_time") or 0) / 1000
+        facts = Facts(
+            young=age < grace_period.total_seconds(),
+            superseded=owner.try_number < latest_try[owner.task_instance],
+            owner_state=NOT_ASKED,
+            wait=owner.wait,
+            resumable=owner.resumable,
+        )
+        report.verdicts.append(
+            JobVerdict(
+                str(batch["id"]), str(batch.get("name") or ""), str(batch["state"]), age, owner, facts, "keep", ""
+            )
+        )
+    # Ask Airflow only about the owners whose decision depends on it, in as few queries as the SDK allows.
+    undecided = [v for v in report.verdicts if not v.facts.young and not v.facts.superseded]
+    owner_states = states.task_states(v.owner for v in undecided)
+    for verdict in undecided:
+        verdict.facts = replace(verdict.facts, owner_state=owner_states[verdict.owner.task_instance])
+    needs_run = [v for v in undecided if v.facts.owner_state in ENDED and not v.facts.wait]
+    failed_runs = states.failed_runs((v.owner.dag_id, v.owner.run_id) for v in needs_run)
+    for verdict in needs_run:
+        verdict.facts = replace(verdict.facts, run_failed=(verdict.owner.dag_id, verdict.owner.run_id) in failed_runs)
+    for verdict in report.verdicts:
+        verdict.decision, verdict.reason = decide(verdict.facts)
+    report.airflow_queries = states.queries
+
+    orphans = report.orphans
+    if list_only:
+        for verdict in orphans:
+            verdict.outcome = "listed"
+    elif orphans:
+        outcomes = hook.cancel_batches([v.batch_id for v in orphans], max_workers=max_workers)
+        by_id = {outcome["batch_id"]: outcome for outcome in outcomes}
+        for verdict in orphans:
+            verdict.outcome, verdict.error = by_id[verdict.batch_id]["outcome"], by_id[verdict.batch_id]["error"]
+    for verdict in report.verdicts:
+        verdict.outcome = verdict.outcome or "kept"
+    return report
+
+
+LIVE_ORDER = ("starting", "running", "recovering")
+"""The order jobs move in: a job that leaves a state between two listings shows up in a later one. Newest
+first, a job leaving a listing's state (the oldest go first) never shifts a page that is still to be read."""
+
+
+def live_batches(hook: DLIHook) -> Iterator[dict[str, Any]]:
+    """Every live job, each with its ``req_body``: one filtered listing per live state, so a project's long
+    history is never paged through. A job missed because it changed state against the listings' order is
+    found by the next sweep. Should DLI ignore the state filter, the first listing holds every job and the
+    others are skipped. Jobs whose listing lacks ``req_body`` and whose name says this provider may have
+    submitted them are read one by one (their details always carry it)."""
+    seen: set[str] = set()
+    for state in LIVE_ORDER:
+        filter_ignored = False
+        for batch in hook.list_batches(state=state, order="CREATE_TIME_DESC"):
+            batch_id, batch_state = str(batch.get("id")), str(batch.get("state", "")).lower()
+            filter_ignored = filter_ignored or batch_state != state
+            if batch_id in seen or batch_state not in LIVE_STATES:
+                continue
+            seen.add(batch_id)
+            if "req_body" not in batch and str(batch.get("name") or "").startswith("airflow."):
+                batch = {**batch, "req_body": hook.get_batch(batch_id).get("req_body")}
+            yield {**batch, "state": batch_state}
+        if filter_ignored:
+            return
+
+
+def _latest_tries(owners: Iterable[JobOwner]) -> dict[tuple[str, str, str, int], int]:
+    latest: dict[tuple[str, str, str, int], int] = defaultdict(int)
+    for owner in owners:
+        latest[owner.task_instance] = max(latest[owner.task_instance], owner.try_number)
+    return latest
+
+
+class _OwnerStateReader:
+    """Batches the Task SDK calls: one task-state query per DAG, map index and chunk of runs."""
+
+    def __init__(self, airflow: OwnerStates) -> None:
+        self.airflow = airflow
+        self.queries = 0
+
+    def task_states(self, owners: Iterable[JobOwner]) -> dict[tuple[str, str, str, int], str]:
+        groups: dict[tuple[str, int], set[JobOwner]] = defaultdict(set)
+        for owner in owners:
+            groups[(owner.dag_id, owner.map_index)].add(owner)
+        states: dict[tuple[str, str, str, int], str] = {}
+        for (dag_id, map_index), members in groups.items():
+            run_ids = sorted({owner.run_id for owner in members})
+            task_ids = sorted({owner.task_id for owner in members})
+            by_run: dict[str, Mapping[str, Any]] = {}
+            for chunk in _chunks(run_ids, RUNS_PER_QUERY):
+                self.queries += 1
+                # With map_index given, every key is f"{task_id}_{map_index}" (or task_id for -1): unambiguous.
+                by_run.update(
+                    self.airflow.get_task_states(dag_id, map_index=map_index, task_ids=task_ids, run_ids=chunk)
+                )
+            for owner in members:
+                key = owner.task_id if map_index < 0 else f"{owner.task_id}_{map_index}"
+                if owner.run_id not in by_run:
+                    states[owner.task_instance] = NO_DAG_RUN
+                elif key not in by_run[owner.run_id]:
+                    states[owner.task_instance] = NO_TASK_INSTANCE
+                else:
+                    states[owner.task_instance] = str(by_run[owner.run_id][key] or "none")
+        return states
+
+    def failed_runs(self, runs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (existing) DAG runs failed: one count per DAG, and a state read per run only for
+        DAGs where some did."""
+        by_dag: dict[str, set[str]] = defaultdict(set)
+        for dag_id, run_id in runs:
+            by_dag[dag_id].add(run_id)
+        failed: set[tuple[str, str]] = set()
+        for dag_id, run_ids in by_dag.items():
+            ordered = sorted(run_ids)
+            count = 0
+            for chunk in _chunks(ordered, RUNS_PER_QUERY):
+                self.queries += 1
+                count += self.airflow.get_dr_count(dag_id, run_ids=chunk, states=["failed"])
+            if not count:
+                continue
+            for run_id in ordered:
+                self.queries += 1
+                if self.airflow.get_dagrun_state(dag_id, run_id) == "failed":
+                    failed.add((dag_id, run_id))
+        return failed
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.0f}h"

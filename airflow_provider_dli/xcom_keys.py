@@ -1,0 +1,13 @@
+"""The XCom keys that the submit operator writes and the trigger, the notifier and the kill switch read.
+
+Their own module, free of imports, so that each of those reads them without importing the others.
+"""
+
+from __future__ import annotations
+
+XCOM_BATCH_ID = "dli_batch_id"
+"""The key under which the submit operator pushes the job's id the moment the job exists."""
+XCOM_RETURN_VALUE = "return_value"
+"""Airflow's key for what a task returns: a submit task's batch id, or ids from a task that used the hook."""
+BATCH_ID_KEYS = (XCOM_BATCH_ID, XCOM_RETURN_VALUE)
+"""Where a failure callback looks for a task's batch ids, in this order."""
