@@ -68,7 +68,7 @@ def cancel(args: argparse.Namespace) -> None:
 def sweep(args: argparse.Namespace) -> None:
     """One run of the orphan sweeper: ``sweeper.sweep``, its decision table and its cancel."""
     from airflow_provider_dli.ownership import instance_id
-    from airflow_provider_dli.sweeper import sweep as sweep_once
+    from airflow_provider_dli.reconcile import sweep as sweep_once
 
     hook = _hook(args)
     report = sweep_once(
