@@ -236,6 +236,14 @@ class TokenFolder:
             raise ValueError("larger than any token file")
         return CachedToken.from_json(data)
 
+    def read_unlocked(self, key: str) -> CachedToken | None:
+        """:meth:`read` without the key's file lock (a reader sees a whole file: writes are atomic renames)."""
+        folder = self._open()
+        try:
+            return self.read(folder, key)
+        finally:
+            os.close(folder)
+
     def write(self, folder: int, key: str, cached: CachedToken) -> None:
         """Replace the file for ``key`` atomically: a reader sees the old token or the new one, never a part."""
         temporary = f".{key}.{secrets.token_hex(8)}.tmp"
@@ -337,18 +345,43 @@ class _FolderLock:
         self._descriptors.clear()
 
 
+class _KeyLock:
+    """A thread lock that knows its holder, and is never waited on without a time limit.
+
+    Airflow runs ``on_kill`` in its SIGTERM handler, in the thread the signal interrupted: when that thread was
+    logging in, it holds this lock, and waiting for it would wait forever. So the holder's own thread gets
+    False at once, and another thread after ``timeout`` seconds; either then goes on without the lock.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holder: int | None = None
+
+    def acquire(self, timeout: float) -> bool:
+        if self._holder == threading.get_ident() or not self._lock.acquire(timeout=max(timeout, 0.0)):
+            return False
+        self._holder = threading.get_ident()
+        return True
+
+    def release(self) -> None:
+        self._holder = None
+        self._lock.release()
+
+
 class TokenStore:
     """The process's tokens by key, in front of any number of :class:`TokenFolder`.
 
     One thread lock per key: threads of one process (a bulk cancel's pool) fetch once. The key's file lock
-    does the same across processes.
+    does the same across processes. Neither is waited on for longer than the caller's ``lock_wait``, and the
+    thread lock not at all by the thread that holds it (a signal handler that interrupted a login): see
+    :meth:`_without_lock`.
     """
 
     def __init__(self) -> None:
         self._memory: dict[str, CachedToken] = {}
         self._replacing: set[str] = set()  # keys whose token got a 401: the next token is on probation
-        self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
+        self._locks: dict[str, _KeyLock] = {}
+        self._guard = threading.RLock()  # held for a dictionary update only; re-entrant for a signal handler
         self._folders: dict[Path, TokenFolder] = {}
         self._warned_homeless = False
 
@@ -371,12 +404,15 @@ class TokenStore:
     def get(self, key: str, fetch: Fetch, folder: TokenFolder | None, lock_wait: Callable[[], float]) -> str:
         """The token for ``key``: from memory, else from ``folder``, else from ``fetch()`` (and then stored).
 
-        ``lock_wait()``: how long to wait for another process's login, asked only when it comes to that.
+        ``lock_wait()``: how long to wait for another thread's or process's login.
         """
         held = self._memory.get(key)
         if held is not None and held.fresh(time.time()):
             return held.token
-        with self._lock_for(key):
+        lock = self._lock_for(key)
+        if not lock.acquire(lock_wait()):
+            return self._without_lock(key, fetch, folder)
+        try:
             held = self._memory.get(key)
             if held is not None and held.fresh(time.time()):
                 return held.token
@@ -392,15 +428,21 @@ class TokenStore:
                 cached = replace(cached, final_401_until=final_401_until)
             self._memory[key] = cached
             return cached.token
+        finally:
+            lock.release()
 
     def refused(self, key: str, token: str, folder: TokenFolder | None, lock_wait: float) -> bool:
         """``token`` got a 401: drop it; True when the request may be sent once more, with another token.
 
         False for a token that was itself fetched because its predecessor got a 401 (for
         :data:`REFUSED_AGAIN_PAUSE`), by whichever process of the machine: at most one new token per refused
-        token.
+        token. False also when another thread's login holds the key's lock past ``lock_wait``, or this thread's
+        own (a signal handler that interrupted it): no time to spend on a second try then.
         """
-        with self._lock_for(key):
+        lock = self._lock_for(key)
+        if not lock.acquire(lock_wait):
+            return False
+        try:
             held = self._memory.get(key)
             if held is not None and held.token != token:
                 return True  # another thread already replaced it
@@ -420,6 +462,8 @@ class TokenStore:
                 except FolderUnusable as problem:
                     self._turn_off(folder, problem)
             return True
+        finally:
+            lock.release()
 
     def clear(self) -> None:
         """Forget this process's tokens and folders (the files stay): for tests."""
@@ -428,6 +472,24 @@ class TokenStore:
             self._replacing.clear()
             self._folders.clear()
             self._warned_homeless = False
+
+    def _without_lock(self, key: str, fetch: Fetch, folder: TokenFolder | None) -> str:
+        """A token while another login holds the key's lock: one that has not expired yet (it may be due for
+        refresh: the holder is refreshing it), from memory or the folder (read without the file lock: writes are
+        atomic renames), else a login of this caller's own, kept in memory."""
+        now = time.time()
+        held = self._memory.get(key)
+        if held is not None and now < held.expires_at:
+            return held.token
+        if folder is not None and folder.usable:
+            with contextlib.suppress(FolderUnusable, ValueError):
+                stored = folder.read_unlocked(key)
+                if stored is not None and now < stored.expires_at:
+                    mask_secret(stored.token)
+                    return stored.token
+        cached = CachedToken.issued(*fetch(), replaces_refused=False)
+        self._memory[key] = cached
+        return cached.token
 
     def _through_folder(
         self, key: str, fetch: Fetch, folder: TokenFolder, lock_wait: float, replacing: bool
@@ -462,9 +524,9 @@ class TokenStore:
             folder.usable = False
         _warn_memory_only(f"through the folder {folder.path}", problem)
 
-    def _lock_for(self, key: str) -> threading.Lock:
+    def _lock_for(self, key: str) -> _KeyLock:
         with self._guard:
-            return self._locks.setdefault(key, threading.Lock())
+            return self._locks.setdefault(key, _KeyLock())
 
 
 def _warn_memory_only(where: str, problem: Exception) -> None:

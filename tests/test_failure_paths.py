@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ from airflow_provider_dli.notifications.dli import DLICancelBatchNotifier
 from airflow_provider_dli.operators.dli import DLISubmitBatchOperator
 from airflow_provider_dli.ownership import OWNER_CONF_KEY, JobOwner, owner_of
 from airflow_provider_dli.sensors.dli import DLIBatchSensor
+from airflow_provider_dli.token_store import TOKEN_STORE
 from airflow_provider_dli.triggers.dli import DLIBatchTrigger
 from tests.airflow_cli import AIRFLOW, AirflowHome
 from tests.conftest import SUBMIT_BODY, state_polls, wait_until
@@ -94,6 +96,34 @@ def test_sigterm_of_the_task_process(long_jobs: DLIEmulator, airflow_home: Airfl
         process.kill()
         process.wait()
     assert long_jobs.state_of(batch_id) == "dead"
+    assert cancelled_by(long_jobs, batch_id) == "dli_test_sigterm.submit"  # on_kill
+
+
+def test_sigterm_during_an_iam_login_still_cancels_within_5_s(
+    long_jobs: DLIEmulator, airflow_home: AirflowHome
+) -> None:
+    """Airflow runs ``on_kill`` in its SIGTERM handler, in the thread the signal interrupted: here one that is
+    logging in to a slow IAM for a new token after a 401, holding the token store's lock for that token."""
+    connection = json.dumps(long_jobs.connection(auth_type="password"))
+    env = airflow_home.env(TEST_DAGS, long_jobs, AIRFLOW_CONN_DLI_DEFAULT=connection)
+    process = subprocess.Popen(
+        [AIRFLOW, "dags", "test", "dli_test_sigterm"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_until(lambda: state_polls(long_jobs) > 0, "the task to wait on its job")
+        batch_id = only_job(long_jobs)
+        slow_login = long_jobs.add_fault(r"/v3/auth/tokens", method="POST", delay=45, times=1)
+        long_jobs.revoke_tokens()  # the next poll gets a 401 and logs in again: slowly
+        wait_until(lambda: slow_login.hits == 1, "the task to be logging in to IAM")
+        terminated_at = time.time()
+        process.send_signal(signal.SIGTERM)
+        wait_until(lambda: long_jobs.cancel_events, "the cancel", timeout=60)
+    finally:  # Airflow's SIGKILL, 5 s after SIGTERM (``dags test`` would let the interrupted login finish)
+        process.kill()
+        process.wait()
+    [cancel] = long_jobs.cancel_events
+    assert cancel.batch_id == batch_id
+    assert cancel.at - terminated_at < 5  # before the SIGKILL that follows SIGTERM after 5 s
     assert cancelled_by(long_jobs, batch_id) == "dli_test_sigterm.submit"  # on_kill
 
 
@@ -340,6 +370,27 @@ def test_trigger_waits_through_a_short_outage_but_not_a_refusal(long_jobs: DLIEm
 def test_trigger_on_kill_cancels_the_job(long_jobs: DLIEmulator) -> None:
     batch_id = str(DLIHook().create_batch(SUBMIT_BODY)["id"])
     asyncio.run(DLIBatchTrigger(batch_id=batch_id, caller="dag.task").on_kill())
+    assert long_jobs.state_of(batch_id) == "dead"
+    assert cancelled_by(long_jobs, batch_id) == "dag.task"
+
+
+def test_trigger_on_kill_does_not_wait_for_the_polls_login(
+    long_jobs: DLIEmulator, monkeypatch: pytest.MonkeyPatch, token_folder: Path
+) -> None:
+    """The trigger's poll runs in a worker thread that may be logging in to a slow IAM, holding the token
+    store's lock for that token: ``on_kill`` waits for it about one attempt, then logs in on its own."""
+    monkeypatch.setenv("AIRFLOW_CONN_DLI_DEFAULT", json.dumps(long_jobs.connection(auth_type="password")))
+    batch_id = str(DLIHook().create_batch(SUBMIT_BODY)["id"])
+    TOKEN_STORE.clear()  # as a triggerer on another machine, that has not logged in yet
+    for token_file in token_folder.glob("*.json"):
+        token_file.unlink()
+    slow_login = long_jobs.add_fault(r"/v3/auth/tokens", method="POST", delay=30, times=1)
+    poll = threading.Thread(target=DLIHook().get_batch_state, args=(batch_id,), daemon=True)
+    poll.start()
+    wait_until(lambda: slow_login.hits == 1, "the poll to be logging in to IAM")
+    started = time.monotonic()
+    asyncio.run(DLIBatchTrigger(batch_id=batch_id, caller="dag.task").on_kill())
+    assert time.monotonic() - started < 10  # the trigger's on_kill deadline, not the slow login's 30 s
     assert long_jobs.state_of(batch_id) == "dead"
     assert cancelled_by(long_jobs, batch_id) == "dag.task"
 

@@ -29,6 +29,9 @@ READS_TASK_STATE = Version(airflow_version).release >= (3, 3)
 made from worker threads; the 3.1 triggerer would read the answer on the wrong event loop."""
 STATE_CHECK_TIMEOUT = 20.0
 """Seconds ``on_kill`` waits for the task instance's state before it cancels anyway."""
+ON_KILL_HOOK_OPTIONS: dict[str, Any] = {"timeout": (1.0, 2.0), "retry_limit": 1, "retry_delay": 0.2, "deadline": 8.0}
+"""``on_kill``'s cancel ends within its deadline whatever the server does or the polling thread holds (a login
+to IAM, under the token store's lock, is waited for about one attempt, then the cancel logs in on its own)."""
 OUTAGE_POLLS = 10
 """State polls in a row that may fail on a server error or no answer (each after the hook's own retries)
 before the trigger gives up: its ``error`` event makes the task cancel the job, which a short outage of DLI
@@ -192,7 +195,7 @@ class DLIBatchTrigger(BaseTrigger):
                 self.batch_id,
             )
             return
-        hook = await self._hook(timeout=(2.0, 5.0), retry_limit=1, retry_delay=0.2)
+        hook = await self._hook(**ON_KILL_HOOK_OPTIONS)
         self.log.info("The deferred task was ended by a person: cancelling DLI batch job %s", self.batch_id)
         self.log.info("%s", cancel_summary(await asyncio.to_thread(hook.cancel_batch, self.batch_id)))
 
