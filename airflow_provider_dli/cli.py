@@ -67,7 +67,7 @@ def cancel(args: argparse.Namespace) -> None:
 
 def sweep(args: argparse.Namespace) -> None:
     """One run of the orphan sweeper: ``sweeper.sweep``, its decision table and its cancel."""
-    from airflow_provider_dli.ownership import instance_id
+    from airflow_provider_dli.identity import instance_id
     from airflow_provider_dli.reconcile import sweep as sweep_once
 
     hook = _hook(args)
@@ -229,7 +229,7 @@ def _hook(args: argparse.Namespace) -> DLIHook:
 
 def _dag_run_jobs(hook: DLIHook, dag_id: str, run_id: str) -> list[dict[str, Any]]:
     """The run's jobs by name, as the kill switch and the run-wide notifier find them."""
-    from airflow_provider_dli.job_names import owned_by
+    from airflow_provider_dli.identity import owned_by
 
     return [batch for batch in hook.list_batches() if owned_by(batch.get("name"), dag_id, run_id)]
 

@@ -3,7 +3,7 @@
 Every other cancel path runs once, at the moment of a failure, and can fail or never run (a task process
 OOM-killed while its supervisor lives runs no provider code at all). The sweeper runs on a schedule, like a
 Kubernetes controller: it lists the live jobs, reads each job's owner from the job itself
-(:mod:`airflow_provider_dli.ownership`), asks Airflow the state of that task instance through the Task SDK (no
+(:mod:`airflow_provider_dli.identity`), asks Airflow the state of that task instance through the Task SDK (no
 database access: it works on any executor), decides with :data:`DECISION_TABLE`, and cancels the orphans.
 
 It knows nothing of operators: :class:`~airflow_provider_dli.operators.dli.DLIOrphanSweepOperator` runs
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from airflow_provider_dli.ownership import JobOwner, owner_of
+from airflow_provider_dli.identity import JobOwner, owner_of
 from airflow_provider_dli.states import LIVE_STATES
 
 if TYPE_CHECKING:

@@ -434,7 +434,7 @@ def bench_sweep(rows: list[Row]) -> None:
     from datetime import timedelta
 
     from airflow_provider_dli.hooks.dli import DLIHook
-    from airflow_provider_dli.ownership import OWNER_CONF_KEY, JobOwner
+    from airflow_provider_dli.identity import OWNER_CONF_KEY, JobOwner
     from airflow_provider_dli.reconcile import sweep
 
     finished = {"conf": {"dli.emulator.starting_seconds": 0, "dli.emulator.running_seconds": 0}}

@@ -84,7 +84,7 @@ def test_cancel_by_id_rejects_a_malformed_id(dli_emulator: DLIEmulator, airflow_
 
 def test_the_sweeper_example_runs(dli_connection: DLIEmulator, airflow_home: AirflowHome) -> None:
     """The one-line sweeper DAG: a job whose DAG run does not exist is an orphan, but not in its first minutes."""
-    from airflow_provider_dli.ownership import OWNER_CONF_KEY, JobOwner
+    from airflow_provider_dli.identity import OWNER_CONF_KEY, JobOwner
 
     owner = JobOwner("airflow", "gone", "manual__2026-01-01T00:00:00+00:00", "submit", -1, 1, True, True)
     batch_id = DLIHook().create_batch({**SUBMIT_BODY, "conf": {OWNER_CONF_KEY: owner.conf_value()}})["id"]

@@ -21,8 +21,8 @@ import pytest
 
 from airflow_provider_dli.emulator import DLIEmulator
 from airflow_provider_dli.hooks.dli import DLIHook
+from airflow_provider_dli.identity import OWNER_CONF_KEY, JobOwner, instance_id, owner_of
 from airflow_provider_dli.operators.dli import DLIOrphanSweepOperator
-from airflow_provider_dli.ownership import OWNER_CONF_KEY, JobOwner, instance_id, owner_of
 from airflow_provider_dli.reconcile import ACTIVE, DECISION_TABLE, FAILED, Facts, decide, live_batches, sweep
 from tests.airflow_cli import AIRFLOW, REPO, AirflowHome
 from tests.conftest import SUBMIT_BODY, state_polls, wait_until

@@ -127,7 +127,7 @@ class DLICancelBatchNotifier(BaseNotifier):
 
     def _dag_run_job_ids(self, hook: DLIHook, dag_id: str, run_id: str) -> list[str]:
         """Every live job of the DAG run, from one listing of every page."""
-        from airflow_provider_dli.job_names import owned_by
+        from airflow_provider_dli.identity import owned_by
         from airflow_provider_dli.states import LIVE_STATES
 
         return [

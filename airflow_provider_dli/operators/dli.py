@@ -319,7 +319,7 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
                     raise ValueError(f"extra_body[{extra_key!r}] repeats a field that a parameter of the operator sets")
                 body[extra_key] = extra_value
         if self.name is None:
-            from airflow_provider_dli.job_names import batch_job_name
+            from airflow_provider_dli.identity import batch_job_name
 
             ti = context["ti"]
             body["name"] = batch_job_name(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1))
@@ -337,7 +337,7 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
 
     def _owner_conf(self, context: Context) -> dict[str, str]:
         """The Spark conf entry that tells the orphan sweeper exactly which task instance owns the job."""
-        from airflow_provider_dli.ownership import OWNER_CONF_KEY, JobOwner, instance_id
+        from airflow_provider_dli.identity import OWNER_CONF_KEY, JobOwner, instance_id
 
         if self.conf is not None and OWNER_CONF_KEY in self.conf:
             raise ValueError(f"conf[{OWNER_CONF_KEY!r}] is set by the operator, to record the job's owner")
@@ -415,7 +415,7 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
 
     def _adopt(self, name: str, context: Context, submitted_by: str) -> str | None:
         """The id of this task instance's live job, if it has one; any older live duplicates are cancelled."""
-        from airflow_provider_dli.job_names import owned_by
+        from airflow_provider_dli.identity import owned_by
 
         ti = context["ti"]
         map_index = getattr(ti, "map_index", -1)
@@ -694,7 +694,7 @@ class DLICancelBatchOperator(BaseOperator):
         ``running`` while the pages are read is not missed); names are matched here too, since how DLI's
         list API matches ``job_name`` is not documented, and queues too, so that a server that ignored the
         filter could never widen a cancel to the whole project."""
-        from airflow_provider_dli.job_names import owned_by
+        from airflow_provider_dli.identity import owned_by
 
         run = (context["ti"].dag_id, context["ti"].run_id) if self.this_dag_run else None
         if self.job_name is not None and (not isinstance(self.job_name, str) or not self.job_name.strip()):
@@ -781,7 +781,7 @@ class DLIOrphanSweepOperator(BaseOperator):
         if not isinstance(grace_period, timedelta) or grace_period < timedelta(0):
             raise ValueError(f"grace_period must be a timedelta or seconds >= 0; got {grace_period!r}")
         if instance_id is not None:
-            from airflow_provider_dli.ownership import validate_instance_id
+            from airflow_provider_dli.identity import validate_instance_id
 
             validate_instance_id(instance_id)
         self.dli_conn_id = dli_conn_id
@@ -796,7 +796,7 @@ class DLIOrphanSweepOperator(BaseOperator):
         return task_hook(self)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_dli.ownership import DEFAULT_INSTANCE_ID, instance_id
+        from airflow_provider_dli.identity import DEFAULT_INSTANCE_ID, instance_id
         from airflow_provider_dli.reconcile import sweep
 
         sweeping_for = self.instance_id or instance_id()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_dli.emulator import DLIEmulator
-from airflow_provider_dli.job_names import dag_run_job_prefix
+from airflow_provider_dli.identity import dag_run_job_prefix
 from tests.e2e.conftest import Measurement
 from tests.e2e.deployment import (
     HEARTBEAT_TIMEOUT,

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from airflow_provider_dli.emulator import DLIEmulator
-from airflow_provider_dli.ownership import owner_of
+from airflow_provider_dli.identity import owner_of
 from tests.e2e.conftest import Measurement
 from tests.e2e.deployment import Deployment, state_reads_of, wait_for
 
