@@ -422,6 +422,27 @@ def log_from(emulator: DLIEmulator) -> object:
     return signed(emulator, "GET", f"{BATCHES}/{batch_id}/log?from=0&size=10").json()["from"]
 
 
+def edition_only_list_parameters(emulator: DLIEmulator) -> tuple[int, ...]:
+    """The job list's answer to T Cloud's ``owner`` and to Huawei's ``order`` and ``start``/``end``."""
+    queries = ("owner=someone", "order=CREATE_TIME_DESC", "start=0&end=1")
+    return tuple(signed(emulator, "GET", f"{BATCHES}?{query}").status_code for query in queries)
+
+
+def state_in_the_middle_of_a_run(emulator: DLIEmulator) -> str:
+    conf = {"dli.emulator.starting_seconds": 0, "dli.emulator.running_seconds": 30}
+    batch_id = signed(emulator, "POST", BATCHES, {**SUBMIT_BODY, "conf": conf}).json()["id"]
+    emulator.jobs[batch_id].created -= 15  # half way through its run
+    state: str = signed(emulator, "GET", f"{BATCHES}/{batch_id}/state").json()["state"]
+    return state
+
+
+def create_answer(emulator: DLIEmulator) -> tuple[int, str | None, int]:
+    """The create's status and error code, and how many jobs it made."""
+    before = len(emulator.jobs)
+    answer = signed(emulator, "POST", BATCHES, SUBMIT_BODY)
+    return answer.status_code, answer.json().get("error_code"), len(emulator.jobs) - before
+
+
 PLAYED: dict[tuple[str, str], tuple[Callable[[DLIEmulator], object], object]] = {
     ("cancel_finished_code", "DLI.0007"): (cancel_of_a_finished_job, (400, "DLI.0007")),
     ("cancel_finished_code", "DLI.0001"): (cancel_of_a_finished_job, (400, "DLI.0001")),
@@ -429,6 +450,13 @@ PLAYED: dict[tuple[str, str], tuple[Callable[[DLIEmulator], object], object]] = 
     ("unknown_batch", "DLI.0023"): (answers_for_an_unknown_batch, {(404, "DLI.0023")}),
     ("log_from", "string"): (log_from, "0"),
     ("log_from", "integer"): (log_from, 0),
+    ("list_parameters", "any"): (edition_only_list_parameters, (200, 200, 200)),
+    ("list_parameters", "t-cloud"): (edition_only_list_parameters, (200, 400, 400)),
+    ("list_parameters", "huawei"): (edition_only_list_parameters, (400, 200, 200)),
+    ("recovering", "never"): (state_in_the_middle_of_a_run, "running"),
+    ("recovering", "mid-run"): (state_in_the_middle_of_a_run, "recovering"),
+    ("create_answer", "job"): (create_answer, (200, None, 1)),
+    ("create_answer", "DLI.0999"): (create_answer, (400, "DLI.0999", 1)),
 }
 """For each value of each reading: what a client observes over HTTP, and what that value makes it observe."""
 
@@ -484,6 +512,9 @@ def test_readings_from_the_command_line() -> None:
             "cancel_finished_code": "DLI.0007",
             "unknown_batch": "DLI.0023",
             "log_from": "integer",
+            "list_parameters": "any",
+            "recovering": "never",
+            "create_answer": "job",
         }
         assert signed(url, "GET", UNKNOWN_BATCH).status_code == 404
         batch_id = signed(url, "POST", BATCHES, SUBMIT_BODY).json()["id"]

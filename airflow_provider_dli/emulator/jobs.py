@@ -7,6 +7,8 @@ background thread moves them; a job's Spark ``conf`` can change its timing or ma
 - ``dli.emulator.starting_seconds`` / ``dli.emulator.running_seconds``: override the emulator's defaults
 - ``dli.emulator.driver_attempts``: how many drivers ran (``auto_recovery`` restarts); each has its own log,
   read with the log API's ``index`` (0, the default, is the first; past the last, an empty log)
+
+Under the reading ``recovering=mid-run`` a job reads ``recovering`` for the middle third of its run.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class Job:
     cancelled_at: float | None = None
     cancel_lag: float = 0.0
     driver_attempts: int = 1
+    recovers: bool = False
+    """Whether the job reads ``recovering`` for the middle third of its run."""
 
     def state(self, now: float) -> str:
         if self.cancelled_at is not None and now >= self.cancelled_at + self.cancel_lag:
@@ -56,7 +60,8 @@ class Job:
         if elapsed < self.starting_seconds:
             return "starting"
         if elapsed < self.starting_seconds + self.running_seconds or self.cancelled_at is not None:
-            return "running"
+            third = (elapsed - self.starting_seconds) * 3 // self.running_seconds if self.running_seconds else 0
+            return "recovering" if self.recovers and third == 1 else "running"
         return self.final_state
 
     def ended_at(self) -> float:
@@ -120,6 +125,13 @@ class Job:
 
 UNKNOWN_BATCH_STATUS = {"DLI.0002": 400, "DLI.0023": 404}
 """The HTTP status of each reading of an unknown batch id's answer."""
+_BOTH_EDITIONS = frozenset({"job_name", "job-id", "queue_name", "cluster_name", "state", "from", "size"})
+LIST_PARAMETERS: dict[str, frozenset[str] | None] = {
+    "any": None,
+    "t-cloud": _BOTH_EDITIONS | {"owner"},
+    "huawei": _BOTH_EDITIONS | {"start", "end", "order"},
+}
+"""The job list's query parameters by the reading ``list_parameters``: None takes any."""
 
 
 class BatchJobs:
@@ -137,7 +149,7 @@ class BatchJobs:
         self.area = Area(
             BATCHES_PATH,
             {
-                "POST batches": lambda call: (200, self.create(call.owner, call.payload), {}),
+                "POST batches": self._create,
                 "GET batches": self._list,
                 "GET batches/{id}": self._details,
                 "DELETE batches/{id}": self._cancel,
@@ -146,7 +158,7 @@ class BatchJobs:
             },
         )
 
-    def create(self, owner: str, body: Any) -> dict[str, Any]:
+    def create(self, owner: str, body: Any, *, recovers: bool = False) -> dict[str, Any]:
         """A new job from a create request's body, or a 400 ``DLI.0001`` naming what is wrong with it."""
         if not isinstance(body, dict):
             raise Reject(400, "DLI.0001", "Parameter check error: the request body must be a JSON object")
@@ -180,6 +192,7 @@ class BatchJobs:
             owner=owner,
             cancel_lag=self.cancel_lag,
             driver_attempts=attempts,
+            recovers=recovers,
         )
         with self._lock:
             self.jobs[job.id] = job
@@ -208,8 +221,17 @@ class BatchJobs:
             raise Reject(UNKNOWN_BATCH_STATUS[code], code, f"The batch job {batch_id} does not exist")
         return job
 
+    def _create(self, call: Call) -> Answer:
+        batch = self.create(call.owner, call.payload, recovers=call.readings.recovering == "mid-run")
+        if call.readings.create_answer == "DLI.0999":
+            raise Reject(400, "DLI.0999", "Server-side errors occur")  # and the job exists
+        return 200, batch, {}
+
     def _list(self, call: Call) -> Answer:
         query = call.query
+        accepted = LIST_PARAMETERS[call.readings.list_parameters]
+        if accepted is not None and (undocumented := sorted(set(query) - accepted)):
+            raise Reject(400, "DLI.0001", f"Parameter check error: unknown parameter {undocumented[0]!r}")
 
         def one(name: str) -> str | None:
             return query[name][0] if query.get(name) else None

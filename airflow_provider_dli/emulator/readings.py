@@ -34,6 +34,19 @@ class Readings:
     log_from: Literal["string", "integer"] = _reading(
         "string", "how the log API sends back the 'from' of its page: the real service sends a string at times"
     )
+    list_parameters: Literal["any", "t-cloud", "huawei"] = _reading(
+        "any",
+        "which query parameters the job list takes: any (an unknown one is ignored), or only those one edition "
+        "documents (t-cloud: no start, end or order; huawei: no owner), an undocumented one refused with 400 "
+        "DLI.0001",
+    )
+    recovering: Literal["never", "mid-run"] = _reading(
+        "never", "whether a job passes through the documented 'recovering' state in the middle of its run"
+    )
+    create_answer: Literal["job", "DLI.0999"] = _reading(
+        "job",
+        "what a create answers: the new job, or 400 DLI.0999 (DLI's server-side error) after it made the job",
+    )
 
     def __post_init__(self) -> None:
         for name, allowed in allowed_values().items():

@@ -227,7 +227,8 @@ class DLIEmulator:
     def seed_jobs(self, count: int, body: Mapping[str, Any] | None = None) -> list[str]:
         """Create ``count`` jobs at once, as if submitted: for benchmarks and bulk tests."""
         body = dict(body or {"file": "obs://emulator/seed.jar", "className": "Seed", "name": "seed"})
-        return [self.batches.create(DEFAULT_USER, dict(body))["id"] for _ in range(count)]
+        recovers = self.readings.recovering == "mid-run"
+        return [self.batches.create(DEFAULT_USER, dict(body), recovers=recovers)["id"] for _ in range(count)]
 
     def finish(self, job_id: str, state: str | None = None) -> None:
         """End a live job now: a batch job ``success`` (default) or ``dead``, a SQL job ``FINISHED`` (default) or
