@@ -47,7 +47,7 @@ def jobs(args: argparse.Namespace) -> None:
 
 def cancel(args: argparse.Namespace) -> None:
     """Cancel the DAG run's live jobs with the operators' bulk cancel; ``--dry-run`` only lists them."""
-    from airflow_provider_dli.hooks.dli import bulk_cancel_counts, bulk_cancel_failure, bulk_cancel_table
+    from airflow_provider_dli.client.cancels import bulk_cancel_counts, bulk_cancel_failure, bulk_cancel_table
     from airflow_provider_dli.states import LIVE_STATES
 
     hook = _hook(args)

@@ -151,7 +151,7 @@ def bench_per_call(rows: list[Row]) -> None:
     from huaweicloudsdkcore.auth.credentials import BasicCredentials
     from huaweicloudsdkdli.v1 import CancelSparkJobRequest, DliClient
 
-    from airflow_provider_dli import signing
+    from airflow_provider_dli.client import signing
     from airflow_provider_dli.hooks.dli import DLIHook
 
     with emulator() as dli:
@@ -291,8 +291,8 @@ def median_us(action: Callable[[], object], prepare: Callable[[], object] = lamb
 def bench_tokens(rows: list[Row]) -> None:
     import tempfile
 
+    from airflow_provider_dli.client.token_store import TOKEN_STORE
     from airflow_provider_dli.hooks.dli import DLIHook
-    from airflow_provider_dli.token_store import TOKEN_STORE
 
     # A folder of this run's own: from a cold cache, and never the user's real one. Set before the fork server
     # starts, which passes its environment on to every process.
@@ -310,7 +310,7 @@ def bench_tokens(rows: list[Row]) -> None:
             DLIHook().cancel_batch(batch_id)  # a new hook per cancel, one process
         one_process = int(dli.control("GET", "/_emulator/state")["token_requests"]) - before
 
-        tokens = DLIHook().settings.tokens
+        tokens = DLIHook().client.tokens
         assert tokens is not None
         tokens.token()
         in_memory = median_us(tokens.token)

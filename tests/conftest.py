@@ -20,9 +20,9 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 # ... and every process they start away from the user's IAM token cache (each test gets its own folder below).
 os.environ["AIRFLOW__DLI__LOGIN_CACHE_PATH"] = tempfile.mkdtemp(prefix="dli-test-tokens-")
 
+from airflow_provider_dli.client.token_store import TOKEN_STORE
 from airflow_provider_dli.emulator import DLIEmulator
 from airflow_provider_dli.hooks.dli import DLIHook
-from airflow_provider_dli.token_store import TOKEN_STORE
 from tests.airflow_cli import AirflowHome, migrated_home
 
 SUBMIT_BODY = {"file": "obs://bucket/jobs/app.jar", "className": "com.example.App", "queue": "etl"}

@@ -28,7 +28,7 @@ from huaweicloudsdkdli.v1 import (
     ShowSparkJobStatusRequest,
 )
 
-from airflow_provider_dli import signing
+from airflow_provider_dli.client import signing
 from airflow_provider_dli.emulator import (
     DEFAULT_ACCESS_KEY,
     DEFAULT_PROJECT_ID,

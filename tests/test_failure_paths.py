@@ -23,13 +23,13 @@ from airflow import __version__ as airflow_version
 from packaging.version import Version
 
 from airflow_provider_dli._compat import AirflowFailException
+from airflow_provider_dli.client.token_store import TOKEN_STORE
 from airflow_provider_dli.emulator import DLIEmulator
 from airflow_provider_dli.hooks.dli import DLIHook
 from airflow_provider_dli.identity import OWNER_CONF_KEY, JobOwner, owner_of
 from airflow_provider_dli.notifications.dli import DLICancelBatchNotifier
 from airflow_provider_dli.operators.dli import DLISubmitBatchOperator
 from airflow_provider_dli.sensors.dli import DLIBatchSensor
-from airflow_provider_dli.token_store import TOKEN_STORE
 from airflow_provider_dli.triggers.dli import DLIBatchTrigger
 from tests.airflow_cli import AIRFLOW, AirflowHome
 from tests.conftest import SUBMIT_BODY, state_polls, wait_until

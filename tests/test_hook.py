@@ -463,7 +463,7 @@ def test_secrets_are_masked_and_never_logged(
 def test_tls_verification_is_on(hook: DLIHook, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
         monkeypatch.delenv(name, raising=False)
-    assert hook._environment("https://dli.eu-de.otc.t-systems.com/v2.0/p")["verify"] is True
+    assert hook.client._environment("https://dli.eu-de.otc.t-systems.com/v2.0/p")["verify"] is True
 
 
 def test_proxy_environment_is_honoured(
@@ -486,4 +486,4 @@ def test_ca_bundle_from_the_environment(make_hook: MakeHook, monkeypatch: pytest
     hook = make_hook(
         {"conn_type": "dli", "login": "a", "password": "b", "extra": {"project_id": "p", "region": "eu-de"}}
     )
-    assert hook._environment("https://dli.eu-de.otc.t-systems.com/x")["verify"] == str(bundle)
+    assert hook.client._environment("https://dli.eu-de.otc.t-systems.com/x")["verify"] == str(bundle)

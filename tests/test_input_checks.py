@@ -13,7 +13,7 @@ from huaweicloudsdkcore.sdk_request import SdkRequest
 from huaweicloudsdkcore.signer.signer import Signer
 from huaweicloudsdkdli.v1 import CancelSparkJobRequest, CreateSparkJobRequest, CreateSparkJobRequestBody, DliClient
 
-from airflow_provider_dli import signing
+from airflow_provider_dli.client import signing
 from airflow_provider_dli.emulator import DEFAULT_ACCESS_KEY, DEFAULT_PROJECT_ID, DEFAULT_SECRET_KEY, DLIEmulator
 from airflow_provider_dli.hooks.dli import DLIHook
 from airflow_provider_dli.notifications.dli import DLICancelBatchNotifier

@@ -11,7 +11,7 @@ from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.sdk_request import SdkRequest
 from huaweicloudsdkcore.signer.signer import Signer
 
-from airflow_provider_dli import signing
+from airflow_provider_dli.client import signing
 
 VECTOR_URL = (
     "https://dli.eu-de.otc.t-systems.com/v2.0/0123456789abcdef0123456789abcdef/"

@@ -21,12 +21,12 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_dli import token_store
+from airflow_provider_dli.client import token_store
+from airflow_provider_dli.client.token_store import TOKEN_STORE, token_key
 from airflow_provider_dli.emulator import DLIEmulator
 from airflow_provider_dli.emulator.server import DEFAULT_DOMAIN, DEFAULT_PASSWORD, DEFAULT_PROJECT_ID, DEFAULT_USER
 from airflow_provider_dli.exceptions import DLIAPIError
 from airflow_provider_dli.hooks.dli import DLIHook
-from airflow_provider_dli.token_store import TOKEN_STORE, token_key
 from tests.conftest import SUBMIT_BODY, MakeHook
 
 REPO = Path(__file__).resolve().parent.parent

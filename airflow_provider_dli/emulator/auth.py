@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow_provider_dli import signing
+from airflow_provider_dli.client import signing
 from airflow_provider_dli.emulator.api import Answer, Counters, Reject, Request
 
 DEFAULT_ACCESS_KEY = "EMULATORACCESSKEY000"

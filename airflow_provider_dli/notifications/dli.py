@@ -92,13 +92,9 @@ class DLICancelBatchNotifier(BaseNotifier):
         return super().get_template_env(dag=dag if hasattr(dag, "get_template_env") else None)
 
     def notify(self, context: Context) -> None:
+        from airflow_provider_dli.client.cancels import bulk_cancel_counts, bulk_cancel_failure, bulk_cancel_table
         from airflow_provider_dli.exceptions import DLIError
-        from airflow_provider_dli.hooks.dli import (
-            DLIHook,
-            bulk_cancel_counts,
-            bulk_cancel_failure,
-            bulk_cancel_table,
-        )
+        from airflow_provider_dli.hooks.dli import DLIHook
 
         if self.this_dag_run:
             dag_id, run_id = context["dag"].dag_id, context["run_id"]  # a DAG callback's context may have no dag_run

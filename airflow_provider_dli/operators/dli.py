@@ -31,7 +31,8 @@ from airflow_provider_dli.xcom_keys import XCOM_BATCH_ID
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_dli.hooks.dli import CancelResult, DLIHook
+    from airflow_provider_dli.client.cancels import CancelResult
+    from airflow_provider_dli.hooks.dli import DLIHook
 
 # SIGTERM gives a task 5 s before SIGKILL: the cancel in on_kill must fit in that whatever the server does
 # (an attempt ends after connect + read timeouts in all; every request of the call ends within the deadline).
@@ -544,7 +545,7 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
             self.log.info("  %s", line)
 
     def _cancel_before_failing(self, batch_id: str) -> None:
-        from airflow_provider_dli.hooks.dli import cancel_summary
+        from airflow_provider_dli.client.cancels import cancel_summary
 
         try:
             self.log.info("%s", cancel_summary(self.hook.cancel_batch(batch_id)))
@@ -555,7 +556,7 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         """SIGTERM or execution_timeout: cancel the job within the 5 s before SIGKILL."""
         if self.batch_id is None:
             return
-        from airflow_provider_dli.hooks.dli import cancel_summary
+        from airflow_provider_dli.client.cancels import cancel_summary
 
         self.log.warning("Task killed: cancelling DLI batch job %s", self.batch_id)
         try:
@@ -652,7 +653,7 @@ class DLICancelBatchOperator(BaseOperator):
         return task_hook(self)
 
     def execute(self, context: Context) -> Any:
-        from airflow_provider_dli.hooks.dli import (
+        from airflow_provider_dli.client.cancels import (
             bulk_cancel_counts,
             bulk_cancel_failure,
             bulk_cancel_table,
@@ -710,7 +711,7 @@ class DLICancelBatchOperator(BaseOperator):
         ]
 
     def _cancel_one(self, hook: DLIHook, batch_id: str) -> CancelResult:
-        from airflow_provider_dli.hooks.dli import cancel_summary
+        from airflow_provider_dli.client.cancels import cancel_summary
 
         result = hook.cancel_batch(batch_id)
         self.log.info("%s", cancel_summary(result))

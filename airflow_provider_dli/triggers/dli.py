@@ -135,8 +135,8 @@ class DLIBatchTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow_provider_dli.client.cancels import cancel_summary
         from airflow_provider_dli.exceptions import DLIError
-        from airflow_provider_dli.hooks.dli import cancel_summary
 
         global _state_reads_ready
         if READS_TASK_STATE and not _state_reads_ready and getattr(self, "task_instance", None) is not None:
@@ -186,7 +186,7 @@ class DLIBatchTrigger(BaseTrigger):
             await asyncio.shield(_in_background(self._cancel_unless_moved()))
 
     async def _cancel_unless_moved(self) -> None:
-        from airflow_provider_dli.hooks.dli import cancel_summary
+        from airflow_provider_dli.client.cancels import cancel_summary
 
         if await self._task_still_waits_on_this_job():
             self.log.info(

@@ -1,7 +1,7 @@
 """``requests`` adapters for DLI's three ways to authenticate (IAM tokens are cached in :mod:`.token_store`).
 
 - :class:`AKSKAuth` signs each request with an access key / secret key (optionally temporary, with a
-  security token), through the pure signer in :mod:`airflow_provider_dli.signing`.
+  security token), through the pure signer in :mod:`airflow_provider_dli.client.signing`.
 - :class:`TokenAuth` sends ``X-Auth-Token``; the token comes from a callable, so one adapter serves both a
   fixed token and the cached, refreshed IAM token of password authentication.
 """
@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 from requests import PreparedRequest
 from requests.auth import AuthBase
 
-from airflow_provider_dli import signing
+from airflow_provider_dli.client.signing import DATE_HEADER, canonical_query, query_pairs, sdk_date, sign_request
 
 # Only these headers are signed: the ones the API defines. Signing transport headers (User-Agent,
 # Accept-Encoding, Connection...) would let a proxy that rewrites them break every signature.
@@ -35,13 +35,13 @@ class AKSKAuth(AuthBase):
         url = request.url or ""
         parts = urlsplit(url)
         if parts.query:
-            canonical = signing.canonical_query(signing.query_pairs(parts.query))
+            canonical = canonical_query(query_pairs(parts.query))
             url = urlunsplit(parts._replace(query=canonical))
             request.url = url
         to_sign = {name: request.headers[name] for name in _SIGNED_HEADERS if name in request.headers}
-        to_sign[signing.DATE_HEADER] = signing.sdk_date()
+        to_sign[DATE_HEADER] = sdk_date()
         body = request.body or b""
-        signed = signing.sign_request(
+        signed = sign_request(
             request.method or "GET",
             url,
             to_sign,

@@ -1,4 +1,4 @@
-"""The transport under DLIHook: an overall deadline for each HTTP attempt, and a cap on an answer's size.
+"""The transport under the DLI client: an overall deadline for each HTTP attempt, and a cap on an answer's size.
 
 ``requests`` bounds each socket operation (the connect, one read), not a request: a server or proxy that
 trickles a byte every quarter second keeps a request, and an ``on_kill`` waiting on it, alive as long as
@@ -6,8 +6,8 @@ it likes. Here each attempt runs under :func:`deadline`: a watchdog thread shuts
 when the deadline passes, which ends whatever connect, TLS handshake, send or read is in progress. Only
 name resolution escapes it (the system resolver takes no timeout).
 
-The hook stays the one place that decides what to send and what an answer means; this module only makes
-the socket obey a deadline and stops reading an answer that is larger than any DLI answer can be.
+The request layer (:mod:`.conversation`) decides what to send and when to send it again; this module only
+makes the socket obey a deadline and stops reading an answer that is larger than any DLI answer can be.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """AK/SK request signing (``SDK-HMAC-SHA256``), the algorithm of the Huawei Cloud / T Cloud Public SDKs.
 
-Pure functions over plain values, standard library only, so that the hook (through a ``requests`` auth
+Pure functions over plain values, standard library only, so that the client (through a ``requests`` auth
 adapter), the emulator (to verify) and the tests (against the vendor SDK's signer) share one definition.
 The canonical form follows the vendor SDK's ``huaweicloudsdkcore.signer.Signer`` step by step: segments and
 query pairs are URL-decoded, then re-encoded leaving only ``A-Za-z0-9-_.~``; the path always ends in ``/``;

@@ -1,10 +1,10 @@
-"""A throttle shared by one hook's concurrent requests: when DLI answers 429, the whole pool slows down.
+"""A throttle shared by one client's concurrent requests: when DLI answers 429, the whole pool slows down.
 
 DLI's gateway limits requests per second per API (429 ``APIGW.0308``). A bulk cancel sends from many
 threads at once; if each backed off alone, the others would keep hitting the limit, each thread would spend
-its retries on 429s, and jobs would be left running. Here every thread of the hook waits together:
+its retries on 429s, and jobs would be left running. Here every thread of the client waits together:
 
-- a 429 pauses every sender until ``Retry-After`` (or the hook's backoff) has passed;
+- a 429 pauses every sender until ``Retry-After`` (or the client's backoff) has passed;
 - the number of requests in flight halves, once per round (a 429 answering a request sent before the last
   slow-down does not slow down again), and grows back by one per window of successes: additive increase,
   multiplicative decrease, as TCP does with its congestion window.

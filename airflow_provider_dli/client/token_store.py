@@ -47,8 +47,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from airflow.sdk.log import mask_secret
-
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows, where Airflow does not run workers
@@ -401,17 +399,25 @@ class TokenStore:
                 self._folders[path] = TokenFolder(path, usable=fcntl is not None)
             return self._folders[path]
 
-    def get(self, key: str, fetch: Fetch, folder: TokenFolder | None, lock_wait: Callable[[], float]) -> str:
+    def get(
+        self,
+        key: str,
+        fetch: Fetch,
+        folder: TokenFolder | None,
+        lock_wait: Callable[[], float],
+        on_secret: Callable[[str], None] = lambda token: None,
+    ) -> str:
         """The token for ``key``: from memory, else from ``folder``, else from ``fetch()`` (and then stored).
 
         ``lock_wait()``: how long to wait for another thread's or process's login.
+        ``on_secret``: told of a token read from the folder (the hook masks it in Airflow's logs).
         """
         held = self._memory.get(key)
         if held is not None and held.fresh(time.time()):
             return held.token
         lock = self._lock_for(key)
         if not lock.acquire(lock_wait()):
-            return self._without_lock(key, fetch, folder)
+            return self._without_lock(key, fetch, folder, on_secret)
         try:
             held = self._memory.get(key)
             if held is not None and held.fresh(time.time()):
@@ -419,7 +425,7 @@ class TokenStore:
             replacing = key in self._replacing
             cached = None
             if folder and folder.usable:
-                cached = self._through_folder(key, fetch, folder, lock_wait(), replacing)
+                cached = self._through_folder(key, fetch, folder, lock_wait(), replacing, on_secret)
             if cached is None:
                 cached = CachedToken.issued(*fetch(), replaces_refused=replacing)
             if replacing:  # whoever fetched it, it is newer than the refused token: a 401 of its own is final
@@ -473,7 +479,9 @@ class TokenStore:
             self._folders.clear()
             self._warned_homeless = False
 
-    def _without_lock(self, key: str, fetch: Fetch, folder: TokenFolder | None) -> str:
+    def _without_lock(
+        self, key: str, fetch: Fetch, folder: TokenFolder | None, on_secret: Callable[[str], None]
+    ) -> str:
         """A token while another login holds the key's lock: one that has not expired yet (it may be due for
         refresh: the holder is refreshing it), from memory or the folder (read without the file lock: writes are
         atomic renames), else a login of this caller's own, kept in memory."""
@@ -485,14 +493,20 @@ class TokenStore:
             with contextlib.suppress(FolderUnusable, ValueError):
                 stored = folder.read_unlocked(key)
                 if stored is not None and now < stored.expires_at:
-                    mask_secret(stored.token)
+                    on_secret(stored.token)
                     return stored.token
         cached = CachedToken.issued(*fetch(), replaces_refused=False)
         self._memory[key] = cached
         return cached.token
 
     def _through_folder(
-        self, key: str, fetch: Fetch, folder: TokenFolder, lock_wait: float, replacing: bool
+        self,
+        key: str,
+        fetch: Fetch,
+        folder: TokenFolder,
+        lock_wait: float,
+        replacing: bool,
+        on_secret: Callable[[str], None],
     ) -> CachedToken | None:
         """Under the key's file lock: the folder's fresh token, else a fetched one, written for the others.
         None when the folder turns out unusable before anything was fetched (then the caller fetches)."""
@@ -504,7 +518,7 @@ class TokenStore:
                     log.warning("Replacing the corrupt IAM token file %s (%s)", folder.path / f"{key}.json", corrupt)
                     stored = None
                 if stored is not None and stored.fresh(time.time()):
-                    mask_secret(stored.token)  # the process that fetched it masked it, not this one
+                    on_secret(stored.token)  # the process that fetched it masked it, not this one
                     return stored
                 cached = CachedToken.issued(*fetch(), replaces_refused=replacing)
                 try:
@@ -543,16 +557,17 @@ TOKEN_STORE = TokenStore()
 
 @dataclass(frozen=True)
 class TokenSource:
-    """One connection's IAM token: what the hook's auth and its 401 handling call."""
+    """One connection's IAM token: what the client's auth and its 401 handling call."""
 
     key: str
     fetch: Fetch
     folder: TokenFolder | None  # None: the disk cache is off
     lock_wait: Callable[[], float]  # seconds to wait for another process's login, asked at each wait
+    on_secret: Callable[[str], None] = lambda token: None  # told of each token read from the folder
     store: TokenStore = TOKEN_STORE
 
     def token(self) -> str:
-        return self.store.get(self.key, self.fetch, self.folder, self.lock_wait)
+        return self.store.get(self.key, self.fetch, self.folder, self.lock_wait, self.on_secret)
 
     def refused(self, token: str) -> bool:
         """A 401 answered ``token``: True when the request may be sent again (with a new token)."""

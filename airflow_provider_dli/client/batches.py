@@ -1,0 +1,307 @@
+"""The Spark batch-job API (``/v2.0/{project_id}/batches``): create, read, list, log, cancel one or many.
+
+Everything that can be checked before a request is sent (ids, bodies, filters) is checked first, with an error
+that names the field.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from airflow_provider_dli.client.cancels import (
+    CANCEL_SETTLE_TIMEOUT,
+    NOT_TRIED,
+    REFUSED_CANCEL,
+    SETTLE_POLL,
+    BulkCancelOutcome,
+    CancelResult,
+    bulk_cancel_counts,
+)
+from airflow_provider_dli.client.conversation import Conversation
+from airflow_provider_dli.client.errors import DLIAPIError, error_text
+from airflow_provider_dli.states import LIVE_STATES, TERMINAL_STATES
+from airflow_provider_dli.validation import BATCH_ID, shown, validate_batch_id, validate_max_workers
+
+DEFAULT_MAX_RETRY_TIMES = 20
+"""DLI's documented default for ``max_retry_times``: how often it restarts an ``auto_recovery`` job's driver."""
+
+LIST_FILTERS = {
+    "job_name": "job_name",
+    "job_id": "job-id",
+    "queue_name": "queue_name",
+    "cluster_name": "cluster_name",
+    "state": "state",
+    "owner": "owner",
+    "start": "start",
+    "end": "end",
+    "order": "order",
+}
+LIST_ORDERS = ("CREATE_TIME_DESC", "CREATE_TIME_ASC", "DURATION_DESC", "DURATION_ASC")
+
+
+class BatchJobs(Conversation):
+    """The batch-job API of one project, on the shared request layer."""
+
+    def create_batch(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Submit a Spark batch job (``POST /batches``); DLI's batch object, with its ``id``."""
+        if not isinstance(body, Mapping):
+            raise ValueError(f"a batch job's body must be a mapping of the create-job API's fields; got {shown(body)}")
+        for field in ("file", "className"):
+            if not isinstance(body.get(field), str) or not body[field]:
+                raise ValueError(f"a batch job needs '{field}', a non-empty string; got {body.get(field)!r}")
+        batch = self.request("POST", "batches", json=dict(body), idempotent=False)
+        validate_batch_id(batch.get("id"), "the id DLI returned for the new job")
+        self.log.info("Submitted DLI batch job %s (%s)", batch["id"], batch.get("name") or body["file"])
+        return batch
+
+    def get_batch(self, batch_id: str) -> dict[str, Any]:
+        """The batch object (``GET /batches/{batch_id}``)."""
+        return self.request("GET", f"batches/{validate_batch_id(batch_id)}")
+
+    def get_batch_state(self, batch_id: str) -> str:
+        """The job's state, lower-case: ``starting``, ``running``, ``recovering``, ``success`` or ``dead``."""
+        body = self.request("GET", f"batches/{validate_batch_id(batch_id)}/state")
+        state = body.get("state")
+        if not isinstance(state, str):
+            raise DLIAPIError(
+                f"DLI returned no state for batch job {batch_id}", status_code=200, error_msg=str(body)[:200]
+            )
+        return state.lower()
+
+    def get_batch_log(
+        self, batch_id: str, *, start: int = 0, size: int = 100, attempt: int | None = None
+    ) -> tuple[int, list[str]]:
+        """Driver log lines ``start`` to ``start + size`` of the job, and how many lines there are in all.
+
+        ``attempt`` is the log API's ``index``: which driver, when DLI restarted it (``auto_recovery``); DLI
+        answers the first (0) without it. The log API is marked deprecated: callers treat it as best effort.
+        """
+        for name, value, low in (("start", start, 0), ("size", size, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be a whole number >= {low}; got {shown(value)}")
+        params: dict[str, Any] = {"from": start, "size": size, "type": "driver"}
+        if attempt is not None:
+            params["index"] = attempt
+        body = self.request("GET", f"batches/{validate_batch_id(batch_id)}/log", params=params)
+        return int(body.get("total") or 0), [str(line) for line in body.get("log") or []]
+
+    def last_driver_attempt(self, batch_id: str, max_attempts: int = DEFAULT_MAX_RETRY_TIMES + 1) -> int:
+        """The index of the job's last driver: DLI says nothing of how many ran, so the log API is asked for
+        attempt 1, 2, ... until one has no log (an empty log, or a refusal: either reading of DLI's answer)."""
+        last = 0
+        for attempt in range(1, max_attempts):
+            try:
+                total, lines = self.get_batch_log(batch_id, size=1, attempt=attempt)
+            except DLIAPIError as error:
+                if not 400 <= error.status_code < 500:
+                    raise
+                break
+            if not total and not lines:
+                break
+            last = attempt
+        return last
+
+    def tail_batch_log(
+        self, batch_id: str, lines: int = 50, *, last_attempt: bool = False, max_attempts: int | None = None
+    ) -> list[str]:
+        """The last ``lines`` driver log lines of the job: of its first driver, or with ``last_attempt`` of its
+        last one (for ``auto_recovery`` jobs, whose driver DLI may have restarted up to ``max_attempts`` times)."""
+        if isinstance(lines, bool) or not isinstance(lines, int) or lines < 1:
+            raise ValueError(f"lines must be a whole number >= 1; got {shown(lines)}")
+        attempt = None
+        if last_attempt:
+            attempt = self.last_driver_attempt(batch_id, max_attempts or DEFAULT_MAX_RETRY_TIMES + 1) or None
+        total, first_page = self.get_batch_log(batch_id, size=lines, attempt=attempt)
+        if total <= lines:
+            return first_page
+        return self.get_batch_log(batch_id, start=total - lines, size=lines, attempt=attempt)[1]
+
+    def list_batches(self, *, page_size: int = 100, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Every batch object matching ``filters``, page by page (``from``/``size``), each job once.
+
+        Filters are the list API's: ``job_name``, ``job_id``, ``queue_name``, ``cluster_name``, ``state``,
+        ``owner``, ``start``/``end`` (epoch milliseconds) and ``order``; all are checked before any request.
+        """
+        params = _list_params(filters)  # checked here, at the call, not at the first next()
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= 100:
+            raise ValueError(f"page_size must be a whole number from 1 to 100; got {page_size!r}")
+        return self._pages(params, page_size)
+
+    def _pages(self, params: dict[str, Any], page_size: int) -> Iterator[dict[str, Any]]:
+        """Pages until a short or empty one. ``total`` is not trusted to stop: vendors disagree on whether it
+        counts every matching job or the jobs of the page (the vendor's Terraform provider ignores it)."""
+        seen: set[str] = set()
+        start = 0
+        while True:
+            page = self.request("GET", "batches", params={**params, "from": start, "size": page_size})
+            sessions = _page_sessions(page, start)
+            # Jobs created while paging shift the pages: a job may show up twice.
+            new = [batch for batch in sessions if batch["id"] not in seen]
+            for batch in new:
+                seen.add(batch["id"])
+                yield batch
+            if len(sessions) < page_size:
+                return
+            if not new:
+                self.log.warning(
+                    "DLI answered the job list's page from=%d with jobs already listed: stopping here, since "
+                    "the server seems to ignore 'from'",
+                    start,
+                )
+                return
+            start += len(sessions)
+
+    def cancel_batch(self, batch_id: str, *, settle_timeout: float = CANCEL_SETTLE_TIMEOUT) -> CancelResult:
+        """Cancel the job (``DELETE /batches/{batch_id}``); idempotent, and says what it found.
+
+        DLI refuses to cancel a job that has finished, and one that an earlier cancel is taking down (its state
+        reads live for a moment before it turns ``dead``), with an undocumented error code. So a refusal is
+        judged by the job's state, re-read for up to ``settle_timeout`` seconds (:data:`REFUSED_CANCEL`): the
+        result's ``outcome`` is ``cancelled``, ``already_cancelling`` or ``already_finished``. Raises
+        :class:`DLIAPIError` for anything else (unknown id, auth, server errors, a live job that stays live).
+        """
+        batch_id = validate_batch_id(batch_id)
+        lost: list[str] = []
+        try:
+            self.request("DELETE", f"batches/{batch_id}", lost=lost)
+        except DLIAPIError as refused:
+            if refused.status_code not in (400, 404):
+                raise
+            return self._judge_refused_cancel(batch_id, refused, bool(lost), settle_timeout)
+        # Debug, not info: bulk cancels call this hundreds of times, and a log line costs more than the
+        # rest of the client's work. Callers log the outcome (cancel_summary) where a person reads it.
+        self.log.debug("Cancelled DLI batch job %s", batch_id)
+        return {"batch_id": batch_id, "cancelled": True, "outcome": "cancelled", "state": None}
+
+    def _judge_refused_cancel(
+        self, batch_id: str, refused: DLIAPIError, answer_lost: bool, settle_timeout: float
+    ) -> CancelResult:
+        try:
+            state = self.get_batch_state(batch_id)
+        except DLIAPIError:
+            raise refused from None
+        was_live = state not in TERMINAL_STATES
+        deadline = time.monotonic() + settle_timeout
+        while state not in TERMINAL_STATES and (remaining := deadline - time.monotonic()) > 0:
+            time.sleep(min(SETTLE_POLL, remaining))
+            state = self.get_batch_state(batch_id)
+        settled = state if state in TERMINAL_STATES else "live"
+        outcome = REFUSED_CANCEL.get((answer_lost, was_live, settled))
+        if outcome is None:
+            raise DLIAPIError(
+                f"{refused} - the job is still {state!r} after {settle_timeout:g} s, so no cancel was under way",
+                status_code=refused.status_code,
+                error_code=refused.error_code,
+                error_msg=refused.error_msg,
+                request_id=refused.request_id,
+            ) from refused
+        self.log.debug("DLI batch job %s: cancel refused, judged %s (%s)", batch_id, outcome, state)
+        return {"batch_id": batch_id, "cancelled": outcome != "already_finished", "outcome": outcome, "state": state}
+
+    def cancel_batches(self, batch_ids: Iterable[str], *, max_workers: int = 16) -> list[BulkCancelOutcome]:
+        """Cancel many jobs at once: one outcome per distinct id, in order; one failure never stops the others,
+        except a refusal of the credentials.
+
+        Every id is checked before the first request. Each outcome is ``cancelled``, ``already_cancelling``
+        or ``already_finished`` (see :meth:`cancel_batch`; with the state), ``error`` (any exception, as one
+        line), or ``not_tried``: after DLI refused the credentials (HTTP 401), no further request is sent. The
+        gateway locks an access key for 5 minutes after 5 failed authentications in a row, for every DAG that
+        uses it; for the same reason the first cancel goes alone, so a wrong key or a skewed clock fails once,
+        not once per worker.
+        """
+        if isinstance(batch_ids, str | bytes | Mapping) or not isinstance(batch_ids, Iterable):
+            raise ValueError(f"batch_ids must be a list of DLI batch job ids; got {shown(batch_ids)}")
+        ids = list(dict.fromkeys(batch_ids))
+        bad = [shown(batch_id) for batch_id in ids if not isinstance(batch_id, str) or not BATCH_ID.fullmatch(batch_id)]
+        if bad:
+            raise ValueError(f"batch_ids must be DLI batch job ids (UUIDs); not: {', '.join(bad[:5])}")
+        validate_max_workers(max_workers)
+
+        refused: list[DLIAPIError] = []  # the first refusal of the credentials stops every other request
+
+        def cancel_one(batch_id: str) -> BulkCancelOutcome:
+            if refused:
+                return {"batch_id": batch_id, "outcome": "not_tried", "state": None, "error": NOT_TRIED}
+            try:
+                result = self.cancel_batch(batch_id)
+            except Exception as error:  # any failure (even a RecursionError from a freak body) is this id's only
+                if isinstance(error, DLIAPIError) and error.status_code == 401:
+                    refused.append(error)
+                return {"batch_id": batch_id, "outcome": "error", "state": None, "error": error_text(error)}
+            return {"batch_id": batch_id, "outcome": result["outcome"], "state": result["state"], "error": None}
+
+        if not ids:
+            return []
+        self.log.info("Cancelling %d DLI batch jobs of project %s", len(ids), self.project_id)
+        outcomes = [cancel_one(ids[0])]
+        if len(ids) > 1:
+            with ThreadPoolExecutor(
+                max_workers=min(max_workers, len(ids) - 1), thread_name_prefix="dli-cancel"
+            ) as pool:
+                outcomes += pool.map(cancel_one, ids[1:])
+        if refused:
+            not_tried = sum(outcome["outcome"] == "not_tried" for outcome in outcomes)
+            self.log.error(
+                "DLI refused the credentials (%s): %d of %d jobs were not tried, so that the access key is not "
+                "locked by repeated failures",
+                refused[0],
+                not_tried,
+                len(ids),
+            )
+        self.log.info("%s", bulk_cancel_counts(outcomes))
+        return outcomes
+
+
+def _page_sessions(page: dict[str, Any], start: int) -> list[dict[str, Any]]:
+    """The batch objects of one page of the job list, each with a string ``id``; DLIAPIError if malformed."""
+
+    def malformed(problem: str) -> DLIAPIError:
+        return DLIAPIError(
+            f"DLI answered the job list (from={start}) with a malformed page: {problem}",
+            status_code=200,
+            error_msg=problem,
+        )
+
+    total = page.get("total")
+    if total is not None and not (
+        (isinstance(total, int) and not isinstance(total, bool) and total >= 0)
+        or (isinstance(total, str) and total.isdigit())
+    ):
+        raise malformed(f"'total' is not a count: {str(total)[:50]!r}")
+    sessions = page.get("sessions")
+    if sessions is None:
+        return []
+    if not isinstance(sessions, list):
+        raise malformed(f"'sessions' is not a list but {type(sessions).__name__}")
+    for batch in sessions:
+        if not isinstance(batch, dict) or not isinstance(batch.get("id"), str):
+            raise malformed(f"a job without a string 'id': {str(batch)[:80]}")
+    return sessions
+
+
+def _list_params(filters: Mapping[str, Any]) -> dict[str, Any]:
+    """The list API's query parameters for ``filters``; a ValueError names the first bad one."""
+    params: dict[str, Any] = {}
+    for name, value in filters.items():
+        if value is None:
+            continue
+        if name not in LIST_FILTERS:
+            raise ValueError(f"unknown batch job filter {name!r}; the filters are {sorted(LIST_FILTERS)}")
+        if name in ("start", "end"):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"filter {name!r} must be epoch milliseconds, a whole number; got {value!r}")
+        elif name == "state":
+            if str(value).lower() not in LIVE_STATES | TERMINAL_STATES:
+                states = sorted(LIVE_STATES | TERMINAL_STATES)
+                raise ValueError(f"filter 'state' must be one of {states}; got {value!r}")
+            value = str(value).lower()
+        elif name == "order":
+            if value not in LIST_ORDERS:
+                raise ValueError(f"filter 'order' must be one of {LIST_ORDERS}; got {value!r}")
+        elif not isinstance(value, str) or not value.strip():
+            raise ValueError(f"filter {name!r} must be a non-empty string; got {value!r}")
+        params[LIST_FILTERS[name]] = value
+    return params
