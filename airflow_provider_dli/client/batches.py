@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from airflow_provider_dli.client.answers import UNREADABLE
 from airflow_provider_dli.client.cancels import (
     CANCEL_SETTLE_TIMEOUT,
     NOT_TRIED,
@@ -53,7 +54,15 @@ class BatchJobs(Conversation):
             if not isinstance(body.get(field), str) or not body[field]:
                 raise ValueError(f"a batch job needs '{field}', a non-empty string; got {body.get(field)!r}")
         batch = self.request("POST", "batches", json=dict(body), idempotent=False)
-        validate_batch_id(batch.get("id"), "the id DLI returned for the new job")
+        try:
+            validate_batch_id(batch.get("id"), "the id DLI returned for the new job")
+        except ValueError as problem:  # the job may exist all the same: the caller looks for it
+            raise DLIAPIError(
+                f"DLI answered the job's creation with HTTP 200 but no usable id: {problem}",
+                status_code=200,
+                error_msg=str(problem),
+                answer=UNREADABLE,
+            ) from None
         self.log.info("Submitted DLI batch job %s (%s)", batch["id"], batch.get("name") or body["file"])
         return batch
 
@@ -96,7 +105,7 @@ class BatchJobs(Conversation):
             try:
                 total, lines = self.get_batch_log(batch_id, size=1, attempt=attempt)
             except DLIAPIError as error:
-                if not 400 <= error.status_code < 500:
+                if not error.answer.refusal:
                     raise
                 break
             if not total and not lines:
@@ -168,7 +177,7 @@ class BatchJobs(Conversation):
         try:
             self.request("DELETE", f"batches/{batch_id}", lost=lost)
         except DLIAPIError as refused:
-            if refused.status_code not in (400, 404):
+            if not refused.answer.refusal:
                 raise
             return self._judge_refused_cancel(batch_id, refused, bool(lost), settle_timeout)
         # Debug, not info: bulk cancels call this hundreds of times, and a log line costs more than the
@@ -228,7 +237,7 @@ class BatchJobs(Conversation):
             try:
                 result = self.cancel_batch(batch_id)
             except Exception as error:  # any failure (even a RecursionError from a freak body) is this id's only
-                if isinstance(error, DLIAPIError) and error.status_code == 401:
+                if isinstance(error, DLIAPIError) and error.answer.locks_key:
                     refused.append(error)
                 return {"batch_id": batch_id, "outcome": "error", "state": None, "error": error_text(error)}
             return {"batch_id": batch_id, "outcome": result["outcome"], "state": result["state"], "error": None}
@@ -263,6 +272,7 @@ def _page_sessions(page: dict[str, Any], start: int) -> list[dict[str, Any]]:
             f"DLI answered the job list (from={start}) with a malformed page: {problem}",
             status_code=200,
             error_msg=problem,
+            answer=UNREADABLE,
         )
 
     total = page.get("total")

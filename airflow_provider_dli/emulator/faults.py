@@ -22,8 +22,9 @@ class Fault:
     ``error_code`` (by default the code DLI or its gateway uses for that status), or ``body`` as it is (HTML
     when it starts with ``<``; ``""`` for an empty body); ``drop`` closes the connection without an answer;
     ``lose_answer`` carries the request out, then closes the connection without an answer (DLI did it, the
-    client never hears);
-    ``delay`` sleeps first. ``times`` is how many matching requests it hits (None: all).
+    client never hears); ``acted`` carries it out, then answers with ``status``/``body`` (DLI did it, and says
+    ``DLI.0999``, or a proxy's HTML page arrives instead of its answer); ``delay`` sleeps first. ``times`` is
+    how many matching requests it hits (None: all).
     """
 
     path: str
@@ -33,6 +34,7 @@ class Fault:
     delay: float = 0.0
     drop: bool = False
     lose_answer: bool = False
+    acted: bool = False
     body: str | None = None
     error_code: str | None = None
     times: int | None = 1

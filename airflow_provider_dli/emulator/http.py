@@ -127,6 +127,9 @@ class Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
             if fault.status is not None:
+                if fault.acted:
+                    with contextlib.suppress(Reject):
+                        service.answer(request)
                 fault_headers = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
                 if fault.body is not None:
                     content_type = "text/html" if fault.body.startswith("<") else "text/plain"

@@ -17,7 +17,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_dli._compat import RETRIES_RECONNECT, AirflowFailException, ResumableJobMixin, conf
-from airflow_provider_dli.states import LIVE_STATES, TERMINAL_STATES, UnknownStates
+from airflow_provider_dli.states import LIVE_STATES, TERMINAL_STATES, FailedPolls, UnknownStates
 from airflow_provider_dli.validation import (
     non_empty_text,
     resolved_later,
@@ -377,7 +377,7 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         error, a person clearing or failing it) cancels that job, and adopting it would race the cancel (a
         cleared task re-attached to the job its trigger's ``on_kill`` was cancelling).
         """
-        from airflow_provider_dli.exceptions import DLIAPIError, DLIConnectionError
+        from airflow_provider_dli.client.errors import DLIError
 
         body = self.batch_body(context)
         ti = context["ti"]
@@ -387,9 +387,9 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         if batch_id is None:
             try:
                 batch_id = str(self.hook.create_batch(body)["id"])
-            except (DLIConnectionError, DLIAPIError) as lost:
-                if isinstance(lost, DLIAPIError) and lost.status_code < 500:
-                    raise  # refused: DLI created nothing
+            except DLIError as lost:
+                if not lost.answer.may_have_acted:
+                    raise  # refused, or never sent: DLI created nothing
                 batch_id = self._adopt_after_lost_answer(body["name"], context, lost, own_name)
         self._remember(batch_id, context)
         return batch_id
@@ -453,14 +453,36 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         if self.batch_id != batch_id:  # reconnected on a retry: this try's XCom is empty
             self.log.info("Reconnecting to DLI batch job %s submitted by an earlier try", batch_id)
             self._remember(batch_id, context)
-        unknown = UnknownStates(batch_id)
-        while (state := self.hook.get_batch_state(batch_id)) not in TERMINAL_STATES:
-            self.log.info("DLI batch job %s is %s", batch_id, state)
-            if problem := unknown.check(state):
+        unknown, failed = UnknownStates(batch_id), FailedPolls()
+        while (state := self._poll(batch_id, failed)) not in TERMINAL_STATES:
+            if state is not None:
+                self.log.info("DLI batch job %s is %s", batch_id, state)
+            if state is not None and (problem := unknown.check(state)):
                 self._cancel_before_failing(batch_id)
                 raise AirflowException(problem + "; it was cancelled")
             time.sleep(self.poll_interval)
         self._finish(batch_id, state)
+
+    def _poll(self, batch_id: str, failed: FailedPolls) -> str | None:
+        """The job's state; None after a poll that failed on a transient answer, which the wait goes on through
+        (as the trigger's does)."""
+        from airflow_provider_dli.client.errors import DLIError
+
+        try:
+            state = self.hook.get_batch_state(batch_id)
+        except DLIError as error:
+            if not failed.tolerate(error):
+                raise
+            self.log.warning(
+                "Could not read the state of DLI batch job %s (%d of %d polls in a row may fail): %s",
+                batch_id,
+                failed.seen,
+                failed.limit,
+                error,
+            )
+            return None
+        failed.answered()
+        return state
 
     def get_job_result(self, external_id: Any, context: Context) -> str:
         return str(external_id)

@@ -17,7 +17,7 @@ from airflow import __version__ as airflow_version
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 from packaging.version import Version
 
-from airflow_provider_dli.states import TERMINAL_STATES, UnknownStates
+from airflow_provider_dli.states import OUTAGE_POLLS, TERMINAL_STATES, FailedPolls, UnknownStates
 from airflow_provider_dli.xcom_keys import XCOM_BATCH_ID
 
 if TYPE_CHECKING:
@@ -32,24 +32,11 @@ STATE_CHECK_TIMEOUT = 20.0
 ON_KILL_HOOK_OPTIONS: dict[str, Any] = {"timeout": (1.0, 2.0), "retry_limit": 1, "retry_delay": 0.2, "deadline": 8.0}
 """``on_kill``'s cancel ends within its deadline whatever the server does or the polling thread holds (a login
 to IAM, under the token store's lock, is waited for about one attempt, then the cancel logs in on its own)."""
-OUTAGE_POLLS = 10
-"""State polls in a row that may fail on a server error or no answer (each after the hook's own retries)
-before the trigger gives up: its ``error`` event makes the task cancel the job, which a short outage of DLI
-must not do to a healthy job."""
 
 # Strong references to work that must outlive the coroutine that started it (asyncio keeps only weak ones).
 _BACKGROUND: set[asyncio.Task[Any]] = set()
 _state_reads_ready = False
 """Whether this triggerer process has made its first Task SDK state read (see ``DLIBatchTrigger.run``)."""
-
-
-def _outage(error: Exception) -> bool:
-    """A server error, throttling or no answer at all: DLI may answer the next poll."""
-    from airflow_provider_dli.exceptions import DLIAPIError, DLIConnectionError
-
-    return isinstance(error, DLIConnectionError) or (
-        isinstance(error, DLIAPIError) and (error.status_code >= 500 or error.status_code == 429)
-    )
 
 
 def _in_background(coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
@@ -64,7 +51,8 @@ class DLIBatchTrigger(BaseTrigger):
 
     Events: ``{"status": "success" | "dead", "batch_id", "state"}`` when the job ended; ``"timeout"`` when
     ``deadline`` (epoch seconds) passed first, after cancelling the job if ``cancel_on_timeout``;
-    ``"error"`` with a ``message`` when DLI refused to answer, or failed ``OUTAGE_POLLS`` polls in a row.
+    ``"error"`` with a ``message`` when DLI refused to answer, or ``OUTAGE_POLLS`` polls in a row got a transient
+    answer (a 5xx, ``DLI.0999``, no answer...; see :class:`~airflow_provider_dli.states.FailedPolls`).
 
     :param cancel_on_kill: cancel the job when a person marks the deferred task failed or success, or
         clears it (``on_kill``, Airflow 3.3+). Never on a triggerer restart or redistribution, which only
@@ -145,19 +133,18 @@ class DLIBatchTrigger(BaseTrigger):
         try:
             hook = await self._hook()
             unknown = UnknownStates(self.batch_id)
-            failed_polls = 0
+            failed = FailedPolls()
             while True:
                 try:
                     state: str | None = await asyncio.to_thread(hook.get_batch_state, self.batch_id)
-                    failed_polls = 0
+                    failed.answered()
                 except DLIError as error:
-                    failed_polls += 1
-                    if not _outage(error) or failed_polls >= OUTAGE_POLLS:
+                    if not failed.tolerate(error):
                         raise
                     self.log.warning(
                         "Could not read the state of DLI batch job %s (%d of %d polls in a row may fail): %s",
                         self.batch_id,
-                        failed_polls,
+                        failed.seen,
                         OUTAGE_POLLS,
                         error,
                     )
