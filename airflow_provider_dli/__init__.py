@@ -133,6 +133,15 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "prod-eu",
                         "default": "airflow",
                     },
+                    "progress_log_interval": {
+                        "description": "Seconds between two lines that a wait on a DLI job logs while the job's "
+                        "state does not change (a line is logged at every change of state too), in a waiting "
+                        "task and in the triggerer alike.\n",
+                        "version_added": "0.2.0",
+                        "type": "float",
+                        "example": "60",
+                        "default": "300",
+                    },
                     "login_cache": {
                         "description": "disk: share one IAM token per connection between this machine's "
                         "processes (every Airflow task runs in a process of its own), through files in "

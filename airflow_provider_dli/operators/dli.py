@@ -294,6 +294,8 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         self.openlineage_inject_parent_job_info = openlineage_inject_parent_job_info
         self.openlineage_inject_transport_info = openlineage_inject_transport_info
         self.batch_id: str | None = None
+        self.waiting_since: float | None = None
+        """Epoch seconds this try got its job: the wait's lines say how long it has waited since."""
         for field in ("file", "class_name"):
             if getattr(self, field) is None:  # required: check_at_parse passes over None
                 non_empty_text(field, None)
@@ -356,7 +358,10 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         return {OWNER_CONF_KEY: owner.conf_value()}
 
     def execute(self, context: Context) -> Any:
+        from airflow_provider_dli.progress import progress_log_interval
+
         self.batch_id = None  # per try: an in-process retry may reuse this instance
+        progress_log_interval()  # a bad [dli] option fails the task before it submits, not while it waits
         if not self.wait_for_completion:
             return self.submit_job(context)
         if self.deferrable:
@@ -453,10 +458,13 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         if self.batch_id != batch_id:  # reconnected on a retry: this try's XCom is empty
             self.log.info("Reconnecting to DLI batch job %s submitted by an earlier try", batch_id)
             self._remember(batch_id, context)
+        from airflow_provider_dli.progress import WaitProgress
+
         unknown, failed = UnknownStates(batch_id), FailedPolls()
+        progress = WaitProgress(batch_id, since=self.waiting_since)
         while (state := self._poll(batch_id, failed)) not in TERMINAL_STATES:
-            if state is not None:
-                self.log.info("DLI batch job %s is %s", batch_id, state)
+            if state is not None and (line := progress.line(state)):
+                self.log.info("%s", line)
             if state is not None and (problem := unknown.check(state)):
                 self._cancel_before_failing(batch_id)
                 raise AirflowException(problem + "; it was cancelled")
@@ -508,6 +516,7 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
                 poll_interval=self.poll_interval,
                 deadline=deadline,
                 caller=f"{self.dag_id}.{self.task_id}",
+                waiting_since=self.waiting_since,
             ),
             method_name="execute_complete",
             timeout=backstop,
@@ -532,6 +541,7 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
 
     def _remember(self, batch_id: str, context: Context) -> None:
         self.batch_id = batch_id
+        self.waiting_since = time.time()
         context["ti"].xcom_push(key=XCOM_BATCH_ID, value=batch_id)
 
     def _finish(self, batch_id: str, state: str) -> None:

@@ -54,6 +54,8 @@ class DLIBatchTrigger(BaseTrigger):
     ``"error"`` with a ``message`` when DLI refused to answer, or ``OUTAGE_POLLS`` polls in a row got a transient
     answer (a 5xx, ``DLI.0999``, no answer...; see :class:`~airflow_provider_dli.states.FailedPolls`).
 
+    :param waiting_since: epoch seconds the task got its job: the lines logged while waiting (a line per change
+        of state, and a heartbeat every ``[dli] progress_log_interval`` seconds) say how long it has waited.
     :param cancel_on_kill: cancel the job when a person marks the deferred task failed or success, or
         clears it (``on_kill``, Airflow 3.3+). Never on a triggerer restart or redistribution, which only
         move the wait elsewhere.
@@ -84,6 +86,7 @@ class DLIBatchTrigger(BaseTrigger):
         cancel_on_timeout: bool = True,
         cancel_on_kill: bool = True,
         caller: str | None = None,
+        waiting_since: float | None = None,
     ) -> None:
         super().__init__()
         if isinstance(poll_interval, bool) or not isinstance(poll_interval, int | float) or not poll_interval > 0:
@@ -98,6 +101,7 @@ class DLIBatchTrigger(BaseTrigger):
         self.cancel_on_timeout = cancel_on_timeout
         self.cancel_on_kill = cancel_on_kill
         self.caller = caller
+        self.waiting_since = time.time() if waiting_since is None else waiting_since
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -111,6 +115,7 @@ class DLIBatchTrigger(BaseTrigger):
                 "cancel_on_timeout": self.cancel_on_timeout,
                 "cancel_on_kill": self.cancel_on_kill,
                 "caller": self.caller,
+                "waiting_since": self.waiting_since,
             },
         )
 
@@ -125,6 +130,7 @@ class DLIBatchTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_provider_dli.client.cancels import cancel_summary
         from airflow_provider_dli.exceptions import DLIError
+        from airflow_provider_dli.progress import WaitProgress, progress_log_interval_or_default
 
         global _state_reads_ready
         if READS_TASK_STATE and not _state_reads_ready and getattr(self, "task_instance", None) is not None:
@@ -133,6 +139,8 @@ class DLIBatchTrigger(BaseTrigger):
         try:
             hook = await self._hook()
             unknown = UnknownStates(self.batch_id)
+            interval = progress_log_interval_or_default(self.log.warning)
+            progress = WaitProgress(self.batch_id, since=self.waiting_since, interval=interval)
             failed = FailedPolls()
             while True:
                 try:
@@ -152,6 +160,8 @@ class DLIBatchTrigger(BaseTrigger):
                 if state in TERMINAL_STATES:
                     yield TriggerEvent({"status": state, "batch_id": self.batch_id, "state": state})
                     return
+                if state is not None and (line := progress.line(state)):
+                    self.log.info("%s", line)
                 if state is not None and (problem := unknown.check(state)):
                     yield TriggerEvent({"status": "error", "batch_id": self.batch_id, "message": problem})
                     return

@@ -1,0 +1,24 @@
+"""Test DAGs for what a wait logs while a job runs, and for the provider's metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import DAG
+
+from airflow_provider_dli.operators.dli import DLISubmitBatchOperator
+
+# Three seconds starting, three running: with a heartbeat every second, each state gets a line when it begins
+# and a few heartbeats, while the task polls five times a second.
+JOB: dict[str, Any] = {
+    "file": "obs://bucket/app.jar",
+    "class_name": "com.example.App",
+    "poll_interval": 0.2,
+    "conf": {"dli.emulator.starting_seconds": 3, "dli.emulator.running_seconds": 3},
+}
+
+with DAG("dli_test_progress", schedule=None, catchup=False):
+    DLISubmitBatchOperator(task_id="submit", **JOB)
+
+with DAG("dli_test_progress_deferred", schedule=None, catchup=False):
+    DLISubmitBatchOperator(task_id="submit", deferrable=True, **JOB)

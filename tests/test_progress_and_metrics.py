@@ -1,0 +1,59 @@
+"""What a person reads while a job runs (a line per change of state, heartbeats with the time waited, in the
+worker and in the triggerer alike), and the provider's metrics as a StatsD server receives them: each through a
+real ``airflow dags test`` run against the emulator."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_dli.emulator import DLIEmulator
+from tests.airflow_cli import AirflowHome
+from tests.conftest import state_polls
+
+TEST_DAGS = Path(__file__).parent / "dags"
+
+
+def progress_lines(output: str, batch_id: str) -> list[str]:
+    """The wait's own lines about the job, each reduced to its words (``is running``, ``is still running``)."""
+    pattern = re.compile(rf"DLI batch job {batch_id} (is (?:still )?\w+) \(waited \d+[smh]")
+    return [match.group(1) for match in pattern.finditer(output)]
+
+
+@pytest.mark.parametrize("dag_id", ["dli_test_progress", "dli_test_progress_deferred"])
+def test_a_wait_logs_each_change_of_state_and_a_heartbeat(
+    dag_id: str, dli_emulator: DLIEmulator, airflow_home: AirflowHome
+) -> None:
+    result = airflow_home.run(
+        "dags", "test", dag_id, dags_folder=TEST_DAGS, emulator=dli_emulator, AIRFLOW__DLI__PROGRESS_LOG_INTERVAL="1"
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    [batch_id] = dli_emulator.jobs
+    lines = progress_lines(output, batch_id)
+    # One line when each state begins, then heartbeats (a state lasts 3 s, a heartbeat comes every second).
+    assert lines[0] == "is starting"
+    assert lines.count("is starting") == lines.count("is running") == 1
+    assert "is still starting" in lines
+    assert "is still running" in lines
+    assert lines.index("is running") > lines.index("is still starting")
+    # Not a line per poll: the task polled five times a second.
+    assert len(lines) < state_polls(dli_emulator) / 2
+    assert f"DLI batch job {batch_id} is running\n" not in output  # the old line per poll, without the time
+
+
+def test_a_bad_interval_fails_the_task_before_it_submits(dli_emulator: DLIEmulator, airflow_home: AirflowHome) -> None:
+    result = airflow_home.run(
+        "dags",
+        "test",
+        "dli_test_progress",
+        dags_folder=TEST_DAGS,
+        emulator=dli_emulator,
+        AIRFLOW__DLI__PROGRESS_LOG_INTERVAL="often",
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "[dli] progress_log_interval (AIRFLOW__DLI__PROGRESS_LOG_INTERVAL) must be a number of seconds" in output
+    assert dli_emulator.jobs == {}
