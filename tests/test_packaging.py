@@ -236,5 +236,5 @@ def test_make_install_applies_constraints_to_the_airflow_step_only() -> None:
     assert len(constrained) == 2
     assert '"apache-airflow==3.1.8" --constraint "/tmp/constraints-3.11.txt"' in constrained[0]
     assert "--constraint" not in constrained[1]
-    assert '-e ".[test,openlineage]" "apache-airflow==3.1.8"' in constrained[1]
+    assert '-e ".[test,openlineage,celery]" "apache-airflow==3.1.8"' in constrained[1]
     assert ["--constraint" in command for command in make_install_commands()] == [False]

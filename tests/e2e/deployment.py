@@ -1,5 +1,10 @@
-"""A real Airflow deployment on loopback, for end-to-end tests: api-server, scheduler (LocalExecutor),
-dag-processor and triggerer, on SQLite, pointed at a DLI emulator.
+"""A real Airflow deployment on loopback, for end-to-end tests, pointed at a DLI emulator, in one of two
+topologies:
+
+- ``local``: api-server, scheduler (LocalExecutor), dag-processor and triggerer, on SQLite;
+- ``celery``: the same on PostgreSQL, with the CeleryExecutor, Redis as its broker, and two Celery workers
+  started as two machines (:class:`Machine`: each its own ``HOME``, so its own IAM token store, its own
+  hostname as Airflow sees it, and a queue of its own).
 
 Reusable by any test module (start it once per module or session; scenarios use their own DAG runs):
 
@@ -11,7 +16,9 @@ Reusable by any test module (start it once per module or session; scenarios use 
 Everything is event-driven: start-up waits for the api-server's health, a JWT, and the DAGs being parsed;
 scenarios wait for states through the REST API and for requests the emulator saw, with generous bounds for a
 busy 2-core machine. Every process gets a session (process group) of its own and is ended by its PID (the
-group: the LocalExecutor's workers and task processes die with their scheduler), even when a test fails.
+group: the LocalExecutor's workers and task processes die with their scheduler), even when a test fails. The
+Celery topology's PostgreSQL and Redis listen on loopback only, keep their data in a temporary folder, and are
+ended by PID too.
 
 Facts that shape the configuration:
 - SimpleAuthManager with all users admins hands out a JWT at ``GET /auth/token``; one ``[api_auth] jwt_secret``
@@ -24,14 +31,18 @@ Facts that shape the configuration:
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import pwd
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import suppress
@@ -44,6 +55,7 @@ from urllib.parse import urlencode
 import requests
 
 from airflow_provider_dli.emulator import DLIEmulator
+from tests.e2e.machines import HOSTNAME_VARIABLE, MACHINES
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 REPO = Path(__file__).resolve().parents[2]
@@ -53,6 +65,9 @@ TRIGGERER_HEALTH_THRESHOLD = 15
 """``[triggerer] triggerer_health_check_threshold``: how long a stalled triggerer keeps its triggers."""
 START_TIMEOUT = 300.0
 WAIT_TIMEOUT = 240.0
+TOPOLOGIES = ("local", "celery")
+CELERY_CONCURRENCY = 4
+"""Task slots per Celery worker: 8 mapped tasks cannot all land on one machine."""
 
 T = TypeVar("T")
 
@@ -114,6 +129,31 @@ def signal_tree(pid: int, sig: signal.Signals) -> None:
             os.kill(target, sig)
 
 
+def postgres_bin() -> Path | None:
+    """The folder of PostgreSQL's server programs (Debian keeps them out of PATH, under /usr/lib/postgresql)."""
+    if found := shutil.which("initdb"):
+        return Path(found).resolve().parent
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda path: int(path.parts[-3]))
+    return candidates[-1].parent if candidates else None
+
+
+def celery_topology_missing() -> list[str]:
+    """What the Celery topology needs that this machine lacks (``make test`` installs it where it can)."""
+    missing = []
+    if shutil.which("redis-server") is None:
+        missing.append("redis-server (the Debian package redis-server)")
+    if postgres_bin() is None:
+        missing.append("PostgreSQL's server (the Debian package postgresql)")
+    for module, distribution in (
+        ("airflow.providers.celery", "apache-airflow-providers-celery"),
+        ("psycopg2", "psycopg2-binary"),
+        ("asyncpg", "asyncpg"),
+    ):
+        if importlib.util.find_spec(module) is None:
+            missing.append(f"{distribution} (the package's 'celery' extra)")
+    return missing
+
+
 def is_alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
@@ -129,6 +169,8 @@ class Component:
     name: str
     process: subprocess.Popen[bytes]
     log: Path
+    stop_signal: signal.Signals = signal.SIGTERM
+    """PostgreSQL's fast shutdown is SIGINT (its SIGTERM waits for every client to leave)."""
 
     @property
     def pid(self) -> int:
@@ -147,7 +189,7 @@ class Component:
         if self.process.poll() is None:
             signal_tree(self.pid, signal.SIGCONT)  # a SIGSTOPped component cannot handle SIGTERM
             with suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGTERM)
+                os.killpg(self.pid, self.stop_signal)
             with suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=grace)
         for pid in [*family, *descendants(self.pid)]:
@@ -160,6 +202,37 @@ class Component:
 
 
 @dataclass
+class Machine:
+    """A worker host of the Celery topology: its own ``HOME`` (so its own IAM token store, at the token store's
+    default place under ``~/.cache``), ``AIRFLOW_HOME`` and task logs, its own hostname as Airflow sees it
+    (``[core] hostname_callable``), and a Celery queue named after it besides ``default``."""
+
+    name: str
+    root: Path
+
+    @property
+    def home(self) -> Path:
+        return self.root / "home"
+
+    @property
+    def token_folder(self) -> Path:
+        return self.home / ".cache" / "airflow-provider-dli" / "iam-tokens"
+
+    @property
+    def component(self) -> str:
+        return f"worker-{self.name}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "HOME": str(self.home),
+            "AIRFLOW_HOME": str(self.root / "airflow"),
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.root / "logs"),
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.e2e.machines.hostname",
+            HOSTNAME_VARIABLE: self.name,
+        }
+
+
+@dataclass
 class Deployment:
     """An Airflow deployment under ``home`` running the DAGs of ``dags_folder`` against ``emulator``."""
 
@@ -167,6 +240,12 @@ class Deployment:
     dags_folder: Path
     emulator: DLIEmulator
     extra_config: Mapping[str, str] = field(default_factory=dict)
+    topology: str = "local"
+    machines: list[Machine] = field(default_factory=list)
+    """The Celery workers' machines (none on the local topology, where everything runs on this one)."""
+    services: list[Component] = field(default_factory=list)
+    _service_urls: dict[str, str] = field(default_factory=dict)
+    _scratch: list[Path] = field(default_factory=list)
     port: int = field(default_factory=free_port)
     jwt_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     components: list[Component] = field(default_factory=list)
@@ -209,6 +288,15 @@ class Deployment:
             "LOGGING__LOGGING_LEVEL": "INFO",
             **self.extra_config,
         }
+        if self.topology == "celery":
+            config.update(
+                CORE__EXECUTOR="CeleryExecutor",
+                DATABASE__SQL_ALCHEMY_CONN=self._service_urls["postgres"],
+                CELERY__BROKER_URL=self._service_urls["redis"],
+                CELERY__RESULT_BACKEND=f"db+{self._service_urls['postgres']}",
+                CELERY__WORKER_CONCURRENCY=str(CELERY_CONCURRENCY),
+                CELERY__SYNC_PARALLELISM="1",
+            )
         env.update({f"AIRFLOW__{key}": value for key, value in config.items()})
         env.update(
             AIRFLOW_HOME=str(self.home),
@@ -220,37 +308,135 @@ class Deployment:
 
     def start(self) -> Deployment:
         self.home.mkdir(parents=True, exist_ok=True)
-        migrate = subprocess.run(
-            [AIRFLOW, "db", "migrate"], env=self.env(), capture_output=True, text=True, timeout=600, check=False
-        )
-        if migrate.returncode != 0:
-            raise RuntimeError(f"airflow db migrate failed:\n{migrate.stdout[-3000:]}\n{migrate.stderr[-3000:]}")
         try:
+            if self.topology == "celery":
+                self._start_services()
+            migrate = subprocess.run(
+                [AIRFLOW, "db", "migrate"], env=self.env(), capture_output=True, text=True, timeout=600, check=False
+            )
+            if migrate.returncode != 0:
+                raise RuntimeError(f"airflow db migrate failed:\n{migrate.stdout[-3000:]}\n{migrate.stderr[-3000:]}")
             self.start_component("api-server", "api-server")
             self.start_component("scheduler", "scheduler", "--skip-serve-logs")
             self.start_component("dag-processor", "dag-processor")
             self.start_component("triggerer", "triggerer", "--skip-serve-logs")
+            if self.topology == "celery":
+                self.machines = [Machine(name, self.home / name) for name in MACHINES]
+                for machine in self.machines:
+                    self.start_worker(machine)
             wait_for(self._healthy, "the api-server's health endpoint", START_TIMEOUT, interval=1.0)
+            for machine in self.machines:
+                self.wait_for_worker(machine)
             self._token = self._new_token()
         except BaseException:
             self.stop()
             raise
         return self
 
-    def start_component(self, name: str, *command: str) -> Component:
+    def _start_services(self) -> None:
+        """PostgreSQL and Redis on loopback, their data in a temporary folder; PostgreSQL refuses to run as root,
+        so as root it runs as the ``postgres`` user that Debian's package creates."""
+        if missing := celery_topology_missing():
+            raise RuntimeError(f"the Celery topology needs {', '.join(missing)}")
+        postgres = postgres_bin()
+        assert postgres is not None
+        # Not under pytest's own temporary folder, which only its owner may enter.
+        data = Path(tempfile.mkdtemp(prefix="dli-e2e-postgres-"))
+        self._scratch.append(data)
+        user = None
+        if os.geteuid() == 0:
+            user = "postgres"
+            os.chown(data, pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid)
+        initdb = [str(postgres / "initdb"), "-D", str(data / "db"), "-U", "airflow", "--auth=trust", "--no-sync"]
+        done = subprocess.run(initdb, user=user, capture_output=True, text=True, timeout=300, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+        port = str(free_port())
+        settings = ("fsync=off", "synchronous_commit=off", "full_page_writes=off", "max_connections=300")
+        command = [str(postgres / "postgres"), "-D", str(data / "db"), "-h", "127.0.0.1", "-p", port, "-k", str(data)]
+        command += [arg for setting in settings for arg in ("-c", setting)]
+        self.services.append(self._spawn("postgres", command, dict(os.environ), user, signal.SIGINT))
+        ready = [str(postgres / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", port]
+        wait_for(
+            lambda: self._service_ok("postgres") and subprocess.run(ready, check=False).returncode == 0, "PostgreSQL"
+        )
+        createdb = [str(postgres / "createdb"), "-h", "127.0.0.1", "-p", port, "-U", "airflow", "airflow"]
+        subprocess.run(createdb, check=True, capture_output=True, timeout=60)
+        self._service_urls["postgres"] = f"postgresql+psycopg2://airflow@127.0.0.1:{port}/airflow"
+
+        redis_port = free_port()
+        (self.home / "redis").mkdir()
+        command = ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port), "--dir", str(self.home / "redis")]
+        command += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
+        self.services.append(self._spawn("redis", command, dict(os.environ)))
+        wait_for(lambda: self._service_ok("redis") and self._accepts(redis_port), "Redis")
+        self._service_urls["redis"] = f"redis://127.0.0.1:{redis_port}/0"
+
+    def _service_ok(self, name: str) -> bool:
+        [service] = [s for s in self.services if s.name == name]
+        if service.process.poll() is not None:
+            raise RuntimeError(f"{name} exited at start-up:\n{service.tail()}")
+        return True
+
+    @staticmethod
+    def _accepts(port: int) -> bool:
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    def _spawn(
+        self,
+        name: str,
+        command: list[str],
+        env: dict[str, str],
+        user: str | None = None,
+        stop_signal: signal.Signals = signal.SIGTERM,
+    ) -> Component:
         log = self.home / f"{name}.log"
         with log.open("ab") as out:
             process = subprocess.Popen(
-                [AIRFLOW, *command],
-                env=self.env(),
+                command,
+                env=env,
+                user=user,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: ended by PID, with its children
             )
-        component = Component(name, process, log)
+        return Component(name, process, log, stop_signal)
+
+    def start_component(self, name: str, *command: str, machine: Machine | None = None) -> Component:
+        env = self.env()
+        if machine is not None:
+            env.pop("AIRFLOW__DLI__LOGIN_CACHE_PATH", None)  # the token store's default place, under HOME
+            env.pop("XDG_CACHE_HOME", None)
+            env.update(machine.env())
+        component = self._spawn(name, [AIRFLOW, *command], env)
         self.components.append(component)
         return component
+
+    def start_worker(self, machine: Machine) -> Component:
+        """A Celery worker on ``machine``: it serves ``default`` and the machine's own queue; no log server (it
+        would bind every interface)."""
+        machine.home.mkdir(parents=True, exist_ok=True)
+        pid_file = machine.root / "worker.pid"
+        pid_file.unlink(missing_ok=True)  # a worker killed with SIGKILL leaves it behind
+        return self.start_component(
+            machine.component,
+            *("celery", "worker", "--skip-serve-logs", "--queues", f"default,{machine.name}"),
+            *("--concurrency", str(CELERY_CONCURRENCY), "--celery-hostname", f"{machine.name}@e2e"),
+            *("--pid", str(pid_file), "--without-gossip", "--without-mingle"),
+            machine=machine,
+        )
+
+    def wait_for_worker(self, machine: Machine) -> None:
+        component = self.component(machine.component)
+
+        def ready() -> bool:
+            if component.process.poll() is not None:
+                raise RuntimeError(f"{component.name} exited at start-up:\n{component.tail()}")
+            return component.log_contains(" ready.")
+
+        wait_for(ready, f"the Celery worker on {machine.name}", START_TIMEOUT, interval=0.5)
 
     def component(self, name: str) -> Component:
         [component] = [c for c in self.components if c.name == name]
@@ -269,6 +455,11 @@ class Deployment:
             if started is not None and start_time(pid) == started:
                 with suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+        for service in reversed(self.services):
+            service.stop()
+        self.services.clear()
+        for folder in self._scratch:
+            shutil.rmtree(folder, ignore_errors=True)
         self._session.close()
 
     def __enter__(self) -> Deployment:
@@ -282,6 +473,39 @@ class Deployment:
     def diagnostics(self) -> str:
         """The last lines of every component's log: for a failing test's report."""
         return "\n".join(f"----- {c.name} (pid {c.pid}) -----\n{c.tail()}" for c in self.components)
+
+    @property
+    def token_folders(self) -> list[Path]:
+        """Where each machine that runs tasks keeps its IAM tokens."""
+        if self.machines:
+            return [machine.token_folder for machine in self.machines]
+        return [Path(self.extra_config["DLI__LOGIN_CACHE_PATH"])]
+
+    def machine_running(self, pid: int) -> Machine | None:
+        """The Celery worker machine that runs this (task) process; None on the local topology."""
+        for machine in self.machines:
+            if pid in descendants(self.component(machine.component).pid):
+                return machine
+        return None
+
+    def lose_worker_of(self, task_pid: int) -> None:
+        """The worker that runs this task is lost at once (SIGKILL, a machine gone): on the local topology the
+        task's supervisor and the task process; on the Celery topology the whole worker, its children too."""
+        machine = self.machine_running(task_pid)
+        if machine is None:
+            self.kill(parent_pid(task_pid), task_pid)
+        else:
+            signal_tree(self.component(machine.component).pid, signal.SIGKILL)
+
+    def restore_workers(self) -> None:
+        """Start again every Celery worker that a scenario ended, and wait until it serves."""
+        for machine in self.machines:
+            worker = self.component(machine.component)
+            if worker.process.poll() is None:
+                continue
+            self.stop_component(machine.component)
+            self.start_worker(machine)
+            self.wait_for_worker(machine)
 
     # REST API
 

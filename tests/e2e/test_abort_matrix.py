@@ -115,6 +115,7 @@ def test_exception_in_a_downstream_task(
 # A person's action through the REST API
 
 
+@pytest.mark.topologies("local", "celery")
 def test_mark_running_task_failed(
     airflow_deployment: Deployment, e2e_emulator: DLIEmulator, measure: list[Measurement]
 ) -> None:
@@ -129,6 +130,7 @@ def test_mark_running_task_failed(
     wait_for(lambda: e2e_emulator.state_of(run.batch_id) == "dead", "the job to be dead")
 
 
+@pytest.mark.topologies("local", "celery")
 @pytest.mark.parametrize("new_state", ["failed", "success"])
 def test_mark_deferred_task(
     airflow_deployment: Deployment, e2e_emulator: DLIEmulator, measure: list[Measurement], new_state: str
@@ -172,6 +174,7 @@ def test_mark_dag_run_failed(
 # Processes killed
 
 
+@pytest.mark.topologies("local", "celery")
 def test_sigkill_of_the_task_process_alone(
     airflow_deployment: Deployment, e2e_emulator: DLIEmulator, measure: list[Measurement]
 ) -> None:
@@ -212,43 +215,81 @@ def test_sigkill_of_the_task_process_alone_with_a_kill_switch_task(
     )
 
 
+@pytest.mark.topologies("local", "celery")
 def test_sigkill_of_the_supervisor_alone(
     airflow_deployment: Deployment, e2e_emulator: DLIEmulator, measure: list[Measurement]
 ) -> None:
-    """No more heartbeats: after the heartbeat timeout the scheduler fails the task and the DAG processor runs
-    its notifier. The orphaned task process keeps waiting until then."""
+    """LocalExecutor: no more heartbeats; after the heartbeat timeout the scheduler fails the task and the DAG
+    processor runs its notifier. The orphaned task process keeps waiting until then. Celery: the supervisor is
+    the worker's pool process; Celery reports WorkerLostError, the executor fails the task at once, and the DAG
+    processor runs the notifier."""
     run = start_waiting(airflow_deployment, e2e_emulator, "dli_e2e_sync")
     supervisor = parent_pid(airflow_deployment.task_pid(run.dag_id, run.run_id, TASK))
     acted = time.time()
     airflow_deployment.kill(supervisor)
     cancelled = first_cancel(e2e_emulator, run.batch_id)
     assert caller_of_cancel(e2e_emulator, run.batch_id) == "dli_e2e_sync.submit callback"  # in the DAG processor
+    failed = iso_epoch(airflow_deployment.task_instance(run.dag_id, run.run_id, TASK)["end_date"])
+    how = "WorkerLostError" if airflow_deployment.machines else f"heartbeat timeout {HEARTBEAT_TIMEOUT} s"
+    how += f", task failed after {failed - acted:.1f} s"
+    measure.append(
+        Measurement("SIGKILL of the supervisor alone", "test_sigkill_of_the_supervisor_alone", cancelled - acted, how)
+    )
+
+
+@pytest.mark.topologies("local", "celery")
+def test_sigkill_of_the_task_process_and_its_supervisor(
+    airflow_deployment: Deployment, e2e_emulator: DLIEmulator, measure: list[Measurement]
+) -> None:
+    """A lost worker (SIGKILL: a machine gone): the task process and its supervisor on the local topology, the
+    whole Celery worker and its children on the Celery one. Nothing reports the end: the heartbeat timeout."""
+    run = start_waiting(airflow_deployment, e2e_emulator, "dli_e2e_sync")
+    task = airflow_deployment.task_pid(run.dag_id, run.run_id, TASK)
+    acted = time.time()
+    airflow_deployment.lose_worker_of(task)
+    try:
+        cancelled = first_cancel(e2e_emulator, run.batch_id)
+        assert caller_of_cancel(e2e_emulator, run.batch_id) == "dli_e2e_sync.submit callback"
+    finally:
+        airflow_deployment.restore_workers()
     measure.append(
         Measurement(
-            "SIGKILL of the supervisor alone",
-            "test_sigkill_of_the_supervisor_alone",
+            "SIGKILL of the task process and its supervisor, or of the whole Celery worker (lost worker)",
+            "test_sigkill_of_the_task_process_and_its_supervisor",
             cancelled - acted,
-            f"(heartbeat timeout {HEARTBEAT_TIMEOUT} s)",
+            f"heartbeat timeout {HEARTBEAT_TIMEOUT} s",
         )
     )
 
 
-def test_sigkill_of_the_task_process_and_its_supervisor(
+@pytest.mark.topologies("celery")
+def test_celery_worker_warm_shutdown_lets_the_task_finish(
     airflow_deployment: Deployment, e2e_emulator: DLIEmulator, measure: list[Measurement]
 ) -> None:
-    run = start_waiting(airflow_deployment, e2e_emulator, "dli_e2e_sync")
-    task = airflow_deployment.task_pid(run.dag_id, run.run_id, TASK)
-    supervisor = parent_pid(task)
-    acted = time.time()
-    airflow_deployment.kill(supervisor, task)
-    cancelled = first_cancel(e2e_emulator, run.batch_id)
-    assert caller_of_cancel(e2e_emulator, run.batch_id) == "dli_e2e_sync.submit callback"
+    """SIGTERM to a Celery worker (a rolling restart, a pod being evicted): Celery's warm shutdown stops taking
+    tasks and waits for the running ones, so the waiting task keeps its job until the job ends, then the worker
+    exits. (A worker that does not exit in time is killed: the lost-worker row.)"""
+    airflow = airflow_deployment
+    run = start_waiting(airflow, e2e_emulator, "dli_e2e_sync")
+    machine = airflow.machine_running(airflow.task_pid(run.dag_id, run.run_id, TASK))
+    assert machine is not None
+    worker = airflow.component(machine.component)
+    try:
+        airflow.kill(worker.pid, sig=signal.SIGTERM)
+        wait_for(lambda: worker.log_contains("Warm shutdown"), "the worker's warm shutdown")
+        polled = time.time()
+        wait_for(lambda: state_reads_of(e2e_emulator, run.batch_id, since=polled) > 0, "the task to poll on")
+        e2e_emulator.finish(run.batch_id)
+        airflow.wait_for_task_state(run.dag_id, run.run_id, TASK, "success")
+        wait_for(lambda: worker.process.poll() is not None, "the worker to exit")
+        assert cancels_of(e2e_emulator, run.batch_id) == []
+    finally:
+        airflow.restore_workers()
     measure.append(
         Measurement(
-            "SIGKILL of the task process and its supervisor (lost worker)",
-            "test_sigkill_of_the_task_process_and_its_supervisor",
-            cancelled - acted,
-            f"(heartbeat timeout {HEARTBEAT_TIMEOUT} s)",
+            "SIGTERM to the Celery worker (warm shutdown): the task finishes, the job survives",
+            "test_celery_worker_warm_shutdown_lets_the_task_finish",
+            None,
         )
     )
 
@@ -256,6 +297,7 @@ def test_sigkill_of_the_task_process_and_its_supervisor(
 # Timeouts
 
 
+@pytest.mark.topologies("local", "celery")
 def test_execution_timeout_while_waiting(
     airflow_deployment: Deployment, e2e_emulator: DLIEmulator, measure: list[Measurement]
 ) -> None:
@@ -309,25 +351,37 @@ def test_triggerer_restart_keeps_the_job(
     measure.append(Measurement("triggerer restart: the job survives", "test_triggerer_restart_keeps_the_job", None))
 
 
+@pytest.mark.topologies("local", "celery")
 def test_retry_after_a_lost_worker_reconnects(
     airflow_deployment: Deployment, e2e_emulator: DLIEmulator, measure: list[Measurement]
 ) -> None:
-    run = start_waiting(airflow_deployment, e2e_emulator, "dli_e2e_retry")
-    task = airflow_deployment.task_pid(run.dag_id, run.run_id, TASK)
-    airflow_deployment.kill(parent_pid(task), task)
+    """The worker is lost (see the lost-worker row); the retry reconnects to the running job. On the Celery
+    topology the lost machine is gone, so the other machine runs the retry."""
+    airflow = airflow_deployment
+    run = start_waiting(airflow, e2e_emulator, "dli_e2e_retry")
+    first_host = airflow.task_instance(run.dag_id, run.run_id, TASK)["hostname"]
+    airflow.lose_worker_of(airflow.task_pid(run.dag_id, run.run_id, TASK))
+    try:
 
-    def second_try_running() -> bool:
-        ti = airflow_deployment.task_instance(run.dag_id, run.run_id, TASK)
-        return bool(ti["try_number"] >= 2 and ti["state"] == "running")
+        def second_try_running() -> bool:
+            ti = airflow.task_instance(run.dag_id, run.run_id, TASK)
+            return bool(ti["try_number"] >= 2 and ti["state"] == "running")
 
-    wait_for(second_try_running, "the retry to run")
-    retried = time.time()
-    wait_for(lambda: state_reads_of(e2e_emulator, run.batch_id, since=retried) > 0, "the retry to poll the same job")
-    e2e_emulator.finish(run.batch_id)
-    airflow_deployment.wait_for_task_state(run.dag_id, run.run_id, TASK, "success")
+        wait_for(second_try_running, "the retry to run")
+        retried = time.time()
+        wait_for(lambda: state_reads_of(e2e_emulator, run.batch_id, since=retried) > 0, "the retry to poll the job")
+        if airflow.machines:
+            assert airflow.task_instance(run.dag_id, run.run_id, TASK)["hostname"] != first_host
+        e2e_emulator.finish(run.batch_id)
+        airflow.wait_for_task_state(run.dag_id, run.run_id, TASK, "success")
+    finally:
+        airflow.restore_workers()
     assert jobs_named(e2e_emulator, dag_run_job_prefix(run.dag_id, run.run_id) + ".") == [run.batch_id]
     assert cancels_of(e2e_emulator, run.batch_id) == []
-    measure.append(Measurement("retry after a lost worker: one job", "test_retry_after_a_lost_worker_reconnects", None))
+    note = "the other machine ran the retry" if airflow.machines else ""
+    measure.append(
+        Measurement("retry after a lost worker: one job", "test_retry_after_a_lost_worker_reconnects", None, note)
+    )
 
 
 def test_stalled_triggerer_keeps_the_job(

@@ -1,14 +1,17 @@
 """One IAM token per machine, on a running deployment: mapped task runs with password auth, each in a process
-of its own, several at once, make one IAM token request; after the token is revoked, exactly one more."""
+of its own, several at once, make one IAM token request per machine (the local topology is one machine, the
+Celery topology two); after the token is revoked, exactly one more per machine."""
 
 from __future__ import annotations
 
 import json
 import secrets
 import time
-from pathlib import Path
+
+import pytest
 
 from airflow_provider_dli.emulator import DLIEmulator
+from tests.e2e.conftest import Measurement
 from tests.e2e.dags.dli_e2e_tokens import PASSWORD_CONN_ID
 from tests.e2e.deployment import Deployment
 
@@ -27,8 +30,9 @@ def run_cancels(airflow: Deployment, dli: DLIEmulator, count: int) -> list[str]:
     return ids
 
 
-def test_mapped_task_runs_share_one_iam_token(
-    airflow_deployment: Deployment, e2e_emulator: DLIEmulator, e2e_token_folder: Path
+@pytest.mark.topologies("local", "celery")
+def test_mapped_task_runs_share_one_iam_token_per_machine(
+    airflow_deployment: Deployment, e2e_emulator: DLIEmulator, measure: list[Measurement]
 ) -> None:
     airflow, dli = airflow_deployment, e2e_emulator
     connection = dli.connection(auth_type="password")
@@ -47,13 +51,22 @@ def test_mapped_task_runs_share_one_iam_token(
     )
     airflow.wait_for_dags(DAG_ID)
     before = dli.counters.token_requests
+    machines = len(airflow.token_folders)
 
     ids = run_cancels(airflow, dli, MAPPED)
     assert [dli.state_of(batch_id) for batch_id in ids] == ["dead"] * MAPPED
-    assert dli.counters.token_requests - before == 1
-    assert len(list(e2e_token_folder.glob("*.json"))) == 1
+    assert dli.counters.token_requests - before == machines
+    assert [len(list(folder.glob("*.json"))) for folder in airflow.token_folders] == [1] * machines
 
     dli.revoke_tokens()
     ids = run_cancels(airflow, dli, MAPPED)
     assert [dli.state_of(batch_id) for batch_id in ids] == ["dead"] * MAPPED
-    assert dli.counters.token_requests - before == 2
+    assert dli.counters.token_requests - before == 2 * machines
+    measure.append(
+        Measurement(
+            f"password auth, {MAPPED} mapped tasks: IAM logins (one per machine)",
+            "test_mapped_task_runs_share_one_iam_token_per_machine",
+            None,
+            f"{machines} login(s) on {machines} machine(s), {machines} more after a revocation",
+        )
+    )

@@ -14,10 +14,13 @@ import json
 import time
 from typing import Any
 
+import pytest
+
 from airflow_provider_dli.emulator import DLIEmulator
 from airflow_provider_dli.identity import owner_of
 from tests.e2e.conftest import Measurement
 from tests.e2e.deployment import Deployment, state_reads_of, wait_for
+from tests.e2e.machines import MACHINE_A, MACHINE_B
 
 ORPHAN_DAGS = ("dli_e2e_sweep_unreachable_callback", "dli_e2e_sweep_oom", "dli_e2e_sweep_no_notifier")
 HEALTHY_DAGS = ("dli_e2e_sweep_waiting", "dli_e2e_sweep_deferred", "dli_e2e_sweep_fire_and_forget")
@@ -42,6 +45,7 @@ def sweep_result(airflow: Deployment, run_id: str) -> dict[str, Any]:
     return result
 
 
+@pytest.mark.topologies("local", "celery")
 def test_one_sweep_cancels_every_orphan_and_no_healthy_job(
     airflow_deployment: Deployment, e2e_emulator: DLIEmulator, measure: list[Measurement]
 ) -> None:
@@ -93,6 +97,10 @@ def test_one_sweep_cancels_every_orphan_and_no_healthy_job(
     airflow.wait_for_run_state(SWEEPER, sweep_run, "success", "failed")
     swept = time.time() - started
     result = sweep_result(airflow, sweep_run)
+    if airflow.machines:  # Celery: the sweep ran on the other machine than the runs that left the orphans
+        assert airflow.task_instance(SWEEPER, sweep_run, "sweep")["hostname"] == MACHINE_B
+        oom = airflow.task_instance("dli_e2e_sweep_oom", runs["dli_e2e_sweep_oom"], "submit")
+        assert oom["hostname"] == MACHINE_A
     cancelled = {orphan["batch_id"] for orphan in result["orphans"] if orphan["outcome"] == "cancelled"}
     assert orphans <= cancelled, result
     assert not healthy & cancelled, result

@@ -1,5 +1,7 @@
 """DAGs for the orphan sweeper's chaos measurement on a running deployment: runs that leave orphans behind
-every known way, runs whose jobs are healthy, and the sweeper itself (one sweep, on demand)."""
+every known way, runs whose jobs are healthy, and the sweeper itself (one sweep, on demand). On the Celery
+topology the runs' tasks run on one worker machine and the sweeper on the other (queues; the LocalExecutor
+ignores them)."""
 
 from __future__ import annotations
 
@@ -10,12 +12,13 @@ from airflow.sdk import DAG, task
 from airflow_provider_dli.notifications.dli import DLICancelBatchNotifier
 from airflow_provider_dli.operators.dli import DLISubmitBatchOperator
 from airflow_provider_dli.sweeper import orphan_sweeper_dag
+from tests.e2e.machines import MACHINE_A, MACHINE_B
 
 JOB: dict[str, Any] = {"file": "obs://bucket/app.jar", "class_name": "com.example.App", "poll_interval": 0.5}
 
 
 def chaos_dag(dag_id: str) -> DAG:
-    return DAG(dag_id, schedule=None, catchup=False, max_active_runs=4)
+    return DAG(dag_id, schedule=None, catchup=False, max_active_runs=4, default_args={"queue": MACHINE_A})
 
 
 # A check fails and its callback's DELETE cannot reach DLI.
@@ -50,4 +53,4 @@ with chaos_dag("dli_e2e_sweep_deferred"):
 with chaos_dag("dli_e2e_sweep_fire_and_forget"):
     DLISubmitBatchOperator(task_id="submit", wait_for_completion=False, **JOB)
 
-sweeper = orphan_sweeper_dag("dli_e2e_sweeper", schedule=None, grace_period=0)
+sweeper = orphan_sweeper_dag("dli_e2e_sweeper", schedule=None, grace_period=0, queue=MACHINE_B)
