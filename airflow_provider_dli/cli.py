@@ -58,8 +58,7 @@ def cancel(args: argparse.Namespace) -> None:
         print(_job_table(live))
         return
     outcomes = hook.cancel_batches([str(job["id"]) for job in live])
-    print(f"{bulk_cancel_counts(outcomes)}:")
-    print(bulk_cancel_table(outcomes))
+    print(f"{bulk_cancel_counts(outcomes)}:{bulk_cancel_table(outcomes)}", end="")
     failure = bulk_cancel_failure(outcomes, "the table above")
     if failure:
         sys.exit(failure)

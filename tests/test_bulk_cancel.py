@@ -146,7 +146,7 @@ def test_thousands_of_failures_give_a_short_message_and_keep_every_outcome(
     assert [outcome["batch_id"] for outcome in outcomes] == ids
     assert {o["batch_id"] for o in outcomes if o["outcome"] == "error"} == failing
     log = capfd.readouterr()
-    table = (log.out + log.err).partition("Outcome of each cancel:")[2]
+    table = (log.out + log.err).partition("could not be cancelled:")[2]
     rows = {line.split()[0]: line.split()[1] for line in table.splitlines() if line.startswith("  ") and "-" in line}
     assert rows == {outcome["batch_id"]: outcome["outcome"] for outcome in outcomes}
 

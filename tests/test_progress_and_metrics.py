@@ -57,3 +57,24 @@ def test_a_bad_interval_fails_the_task_before_it_submits(dli_emulator: DLIEmulat
     assert result.returncode != 0
     assert "[dli] progress_log_interval (AIRFLOW__DLI__PROGRESS_LOG_INTERVAL) must be a number of seconds" in output
     assert dli_emulator.jobs == {}
+
+
+def test_one_short_summary_per_cancel_and_a_table_on_lines_of_its_own(
+    dli_emulator: DLIEmulator, airflow_home: AirflowHome
+) -> None:
+    result = airflow_home.run("dags", "test", "dli_test_cancel_summary", dags_folder=TEST_DAGS, emulator=dli_emulator)
+    output = result.stdout + result.stderr
+    assert "ValueError: bad input" in output, output[-3000:]
+    assert len(dli_emulator.cancel_events) == 2
+    summaries = [line for line in output.splitlines() if "Cancelled 2 DLI batch jobs" in line]
+    assert len(summaries) == 1, summaries
+    assert summaries[0].rstrip().endswith("Cancelled 2 DLI batch jobs (callback of dli_test_cancel_summary.check):")
+    assert "already being cancelled" not in output and "could not be cancelled" not in output
+    lines = output.splitlines()
+    header = lines.index(next(line for line in lines if line.startswith("  batch id ")))
+    rows = lines[header + 1 : header + 3]
+    # Each row is the job, its outcome and its state, and nothing of the logger's (no suffix run into it).
+    assert sorted(row.split() for row in rows) == sorted(
+        [batch_id, "cancelled", "cancelling"] for batch_id in dli_emulator.jobs
+    )
+    assert "loc=" in lines[header + 3]  # the logger's suffix, on a line of its own after the table

@@ -19,7 +19,6 @@ from airflow_provider_dli.client.cancels import (
     SETTLE_POLL,
     BulkCancelOutcome,
     CancelResult,
-    bulk_cancel_counts,
 )
 from airflow_provider_dli.client.conversation import Conversation
 from airflow_provider_dli.client.errors import DLIAPIError, error_text
@@ -260,8 +259,7 @@ class BatchJobs(Conversation):
                 not_tried,
                 len(ids),
             )
-        self.log.info("%s", bulk_cancel_counts(outcomes))
-        return outcomes
+        return outcomes  # the caller logs the summary with its table (bulk_cancel_counts, bulk_cancel_table)
 
 
 def _page_sessions(page: dict[str, Any], start: int) -> list[dict[str, Any]]:

@@ -66,24 +66,52 @@ def cancel_summary(result: CancelResult) -> str:
     return _CANCEL_SUMMARIES[result["outcome"]].format(**result)
 
 
+_OTHER_OUTCOMES: tuple[tuple[str, str, str], ...] = (
+    # (outcome, the phrase for one job, for several)
+    ("already_cancelling", "1 was already being cancelled", "{n} were already being cancelled"),
+    ("already_finished", "1 had already finished", "{n} had already finished"),
+    ("error", "1 could not be cancelled", "{n} could not be cancelled"),
+    ("not_tried", "1 was not tried", "{n} were not tried"),
+)
+
+
 def bulk_cancel_counts(outcomes: Sequence[BulkCancelOutcome]) -> str:
-    """``Cancelled 3 DLI batch jobs; 1 was already being cancelled; ...``: one line for a bulk cancel."""
-    counts = Counter(outcome["outcome"] for outcome in outcomes)
-    not_tried = f"; {counts['not_tried']} were not tried" if counts["not_tried"] else ""
-    return (
-        f"Cancelled {counts['cancelled']} DLI batch jobs; {counts['already_cancelling']} were already being "
-        f"cancelled; {counts['already_finished']} had already finished; {counts['error']} could not be "
-        f"cancelled{not_tried}"
+    """One line for a bulk cancel that names only what happened: ``Cancelled 3 DLI batch jobs`` when all went
+    well, ``Cancelled 2 DLI batch jobs; 1 had already finished`` otherwise."""
+    counts: Counter[str] = Counter(outcome["outcome"] for outcome in outcomes)
+    if not outcomes:
+        return "No DLI batch job to cancel"
+    cancelled = counts["cancelled"]
+    lead = (
+        f"Cancelled {cancelled} DLI batch job{'' if cancelled == 1 else 's'}"
+        if cancelled
+        else f"Cancelled none of {len(outcomes)} DLI batch job{'' if len(outcomes) == 1 else 's'}"
     )
+    others = [
+        one if counts[name] == 1 else several.format(n=counts[name])
+        for name, one, several in _OTHER_OUTCOMES
+        if counts[name]
+    ]
+    return "; ".join([lead, *others])
+
+
+CANCELLING = "cancelling"
+"""The state a table shows for a job this cancel took down: DLI accepted the cancel and has not said ``dead`` yet."""
 
 
 def bulk_cancel_table(outcomes: Sequence[BulkCancelOutcome]) -> str:
-    """Every outcome of a bulk cancel, one aligned line per job, for the task log."""
+    """Every outcome of a bulk cancel, one aligned line per job, for the task log. It starts and ends with a line
+    break, so that the logger's own prefix and suffix stay on lines of their own and the columns line up in the
+    console and in the UI alike."""
     rows = [f"  {'batch id':36}  {'outcome':18}  {'state':10}  error"]
-    rows += [
-        f"  {o['batch_id']:36}  {o['outcome']:18}  {o['state'] or '':10}  {o['error'] or ''}".rstrip() for o in outcomes
-    ]
-    return "\n".join(rows)
+    rows += [f"  {o['batch_id']:36}  {o['outcome']:18}  {_state(o):10}  {o['error'] or ''}".rstrip() for o in outcomes]
+    return "\n" + "\n".join(rows) + "\n"
+
+
+def _state(outcome: BulkCancelOutcome) -> str:
+    if outcome["state"]:
+        return outcome["state"]
+    return CANCELLING if outcome["outcome"] == "cancelled" else "-"
 
 
 def bulk_cancel_failure(outcomes: Sequence[BulkCancelOutcome], where: str, shown: int = 3) -> str | None:

@@ -116,7 +116,7 @@ class DLICancelBatchNotifier(BaseNotifier):
                 return
             hook = DLIHook(self.dli_conn_id, project_id=self.project_id, caller=f"{task} callback")
         outcomes = hook.cancel_batches(batch_ids)
-        self.log.info("%s (callback of %s):\n%s", bulk_cancel_counts(outcomes), where, bulk_cancel_table(outcomes))
+        self.log.info("%s (callback of %s):%s", bulk_cancel_counts(outcomes), where, bulk_cancel_table(outcomes))
         failure = bulk_cancel_failure(outcomes, "the log of this callback")
         if failure:
             raise DLIError(failure)

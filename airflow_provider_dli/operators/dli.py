@@ -441,7 +441,9 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         self.log.info("Adopting DLI batch job %s (%s), submitted by %s", adopted, name, submitted_by)
         if duplicates:
             self.log.warning("Cancelling %d older live job(s) of this task instance: %s", len(duplicates), duplicates)
-            self.hook.cancel_batches(duplicates)
+            from airflow_provider_dli.client.cancels import bulk_cancel_counts
+
+            self.log.info("%s", bulk_cancel_counts(self.hook.cancel_batches(duplicates)))
         return adopted
 
     def get_job_status(self, external_id: Any, context: Context) -> str:
@@ -710,7 +712,7 @@ class DLICancelBatchOperator(BaseOperator):
                 return [{"batch_id": b["id"], "name": b.get("name"), "state": b["state"]} for b in matching]
             ids = [batch["id"] for batch in matching]
         outcomes = hook.cancel_batches(ids, max_workers=self.max_workers)
-        self.log.info("Outcome of each cancel:\n%s", bulk_cancel_table(outcomes))
+        self.log.info("%s:%s", bulk_cancel_counts(outcomes), bulk_cancel_table(outcomes))
         failure = bulk_cancel_failure(outcomes, "the XCom return_value and the task log")
         if (failure or self.fail_after_cancel) and (ti := context.get("ti")) is not None:
             ti.xcom_push(key="return_value", value=outcomes)  # kept, though the task fails
@@ -852,7 +854,7 @@ class DLIOrphanSweepOperator(BaseOperator):
         orphans = report.orphans
         self.log.info(
             "%d live DLI batch job(s); %d not submitted by Airflow instance %r (left alone); %d orphan(s) "
-            "(%d Task SDK queries)%s:\n%s",
+            "(%d Task SDK queries)%s:\n%s\n",
             report.live_jobs,
             report.not_ours,
             report.instance_id,

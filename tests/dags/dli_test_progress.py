@@ -22,3 +22,20 @@ with DAG("dli_test_progress", schedule=None, catchup=False):
 
 with DAG("dli_test_progress_deferred", schedule=None, catchup=False):
     DLISubmitBatchOperator(task_id="submit", deferrable=True, **JOB)
+
+# A failure callback cancels both jobs of a mapped submit: one summary, then the table on lines of its own.
+with DAG("dli_test_cancel_summary", schedule=None, catchup=False):
+    from airflow.sdk import task
+
+    from airflow_provider_dli.notifications.dli import DLICancelBatchNotifier
+
+    FIRE_AND_FORGET: dict[str, Any] = {"file": "obs://bucket/app.jar", "class_name": "com.example.App"}
+    submitted = DLISubmitBatchOperator.partial(task_id="submit", wait_for_completion=False, **FIRE_AND_FORGET).expand(
+        args=[["--part", "1"], ["--part", "2"]]
+    )
+
+    @task(on_failure_callback=DLICancelBatchNotifier(source_task_id="submit"))
+    def check() -> None:
+        raise ValueError("bad input")
+
+    submitted >> check()
