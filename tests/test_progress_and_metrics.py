@@ -69,7 +69,8 @@ def test_one_short_summary_per_cancel_and_a_table_on_lines_of_its_own(
     summaries = [line for line in output.splitlines() if "Cancelled 2 DLI batch jobs" in line]
     assert len(summaries) == 1, summaries
     assert summaries[0].rstrip().endswith("Cancelled 2 DLI batch jobs (callback of dli_test_cancel_summary.check):")
-    assert "already being cancelled" not in output and "could not be cancelled" not in output
+    assert "already being cancelled" not in output
+    assert "could not be cancelled" not in output
     lines = output.splitlines()
     header = lines.index(next(line for line in lines if line.startswith("  batch id ")))
     rows = lines[header + 1 : header + 3]
