@@ -9,7 +9,7 @@ from typing import Any
 
 from airflow.sdk import DAG
 
-from airflow_provider_dli.operators.dli import DLIOrphanSweepOperator
+from airflow_provider_dli.operators.sweep import DLIOrphanSweepOperator
 
 
 def orphan_sweeper_dag(

@@ -47,6 +47,27 @@ def test_declared_modules_and_hook_class_exist() -> None:
     assert connection_type["connection-type"] == DLIHook.conn_type
 
 
+def test_every_operator_is_on_the_public_import_path() -> None:
+    """Each family of operators has its own module; the module the provider info names re-exports them all."""
+    import importlib
+    import pkgutil
+
+    from airflow.sdk import BaseOperator
+
+    import airflow_provider_dli.operators as package
+
+    [entry] = get_provider_info()["operators"]
+    [public_path] = entry["python-modules"]
+    public = importlib.import_module(public_path)
+    defined = {
+        name
+        for module in pkgutil.iter_modules(package.__path__)
+        for name, value in vars(importlib.import_module(f"{package.__name__}.{module.name}")).items()
+        if isinstance(value, type) and issubclass(value, BaseOperator) and value.__module__.startswith(package.__name__)
+    }
+    assert defined == set(public.__all__)
+
+
 PARSE_PROBE = """
 import sys
 from airflow.sdk import DAG

@@ -14,7 +14,7 @@ from tests.airflow_cli import REPO
 
 PACKAGE = "airflow_provider_dli"
 MAX_LINES = 600
-OVER_THE_LIMIT = {"airflow_provider_dli/hooks/dli.py", "airflow_provider_dli/operators/dli.py"}
+OVER_THE_LIMIT = {"airflow_provider_dli/hooks/dli.py"}
 """Modules still being split: each must really be over the limit, so that the list shrinks as they are."""
 
 
@@ -85,7 +85,7 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_graph_sees_the_imports_a_reader_follows() -> None:
     """The graph itself: a function-level import, a TYPE_CHECKING one and a package's re-export all count."""
     graph = import_graph()
-    assert f"{PACKAGE}.hooks.dli" in graph[f"{PACKAGE}.operators.dli"]  # only inside functions and TYPE_CHECKING
+    assert f"{PACKAGE}.hooks.dli" in graph[f"{PACKAGE}.operators.batch"]  # only inside functions and TYPE_CHECKING
     assert f"{PACKAGE}.emulator.server" in graph[f"{PACKAGE}.emulator"]
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 

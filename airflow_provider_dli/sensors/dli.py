@@ -11,7 +11,7 @@ from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_dli._compat import AirflowFailException, conf
-from airflow_provider_dli.operators.dli import CONNECTION_FIELDS, check_at_parse, one_batch_id, task_hook
+from airflow_provider_dli.operators.arguments import CONNECTION_FIELDS, check_at_parse, one_batch_id, task_hook
 from airflow_provider_dli.states import TERMINAL_STATES, UnknownStates
 
 if TYPE_CHECKING:

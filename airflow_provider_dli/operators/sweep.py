@@ -1,0 +1,117 @@
+"""The orphan sweep operator: one reconciliation of DLI's live jobs with Airflow, cancelling the orphans
+(:mod:`airflow_provider_dli.reconcile` decides; :mod:`airflow_provider_dli.sweeper` schedules it as a DAG)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException
+
+from airflow_provider_dli.operators.arguments import task_hook
+from airflow_provider_dli.validation import validate_max_workers
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_dli.hooks.dli import DLIHook
+
+
+class DLIOrphanSweepOperator(BaseOperator):
+    """Cancel the live DLI jobs whose Airflow task no longer needs them: the last line of defence.
+
+    Each run lists the project's live jobs, keeps those that this Airflow submitted (each job records its
+    owner: instance id, DAG, run, task, map index and try), asks Airflow the state of each owner through the
+    Task SDK, decides with :data:`airflow_provider_dli.reconcile.DECISION_TABLE`, cancels the orphans, and logs
+    a table of every job and its decision. :func:`airflow_provider_dli.sweeper.orphan_sweeper_dag` adds a
+    scheduled DAG.
+
+    :param dli_conn_id: the DLI connection (templated).
+    :param project_id: overrides the connection's project (templated).
+    :param grace_period: a job younger than this is never cancelled, so that the sweeper does not race the
+        failure callbacks; a timedelta or seconds.
+    :param list_only: the dry run: decide and log, cancel nothing.
+    :param instance_id: whose jobs to sweep; by default this Airflow's ``[dli] instance_id``.
+    :param max_workers: cancels sent at once.
+    :return: ``{"instance_id", "live_jobs", "not_ours", "kept", "orphans": [...]}``, each orphan with its
+        batch id, owner, task state, reason and outcome. The task fails after the sweep if any cancel failed.
+    """
+
+    template_fields: Sequence[str] = ("dli_conn_id", "project_id")
+    ui_color = "#d8c8f4"
+
+    def __init__(
+        self,
+        *,
+        dli_conn_id: str = "dli_default",
+        project_id: str | None = None,
+        grace_period: timedelta | float = timedelta(minutes=5),
+        list_only: bool = False,
+        instance_id: str | None = None,
+        max_workers: int = 16,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if isinstance(grace_period, int | float) and not isinstance(grace_period, bool) and grace_period >= 0:
+            grace_period = timedelta(seconds=grace_period)
+        if not isinstance(grace_period, timedelta) or grace_period < timedelta(0):
+            raise ValueError(f"grace_period must be a timedelta or seconds >= 0; got {grace_period!r}")
+        if instance_id is not None:
+            from airflow_provider_dli.identity import validate_instance_id
+
+            validate_instance_id(instance_id)
+        self.dli_conn_id = dli_conn_id
+        self.project_id = project_id
+        self.grace_period = grace_period
+        self.list_only = list_only
+        self.instance_id = instance_id
+        self.max_workers = validate_max_workers(max_workers)
+
+    @cached_property
+    def hook(self) -> DLIHook:
+        return task_hook(self)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_dli.identity import DEFAULT_INSTANCE_ID, instance_id
+        from airflow_provider_dli.reconcile import sweep
+
+        sweeping_for = self.instance_id or instance_id()
+        if sweeping_for == DEFAULT_INSTANCE_ID:
+            self.log.warning(
+                "Sweeping for the default Airflow instance id %r: if another Airflow deployment submits jobs to "
+                "DLI project %s with the default too, this sweeper takes its jobs for its own and cancels those "
+                "whose DAG runs it cannot find here. Give each deployment its own [dli] instance_id.",
+                sweeping_for,
+                self.hook.project_id,
+            )
+        report = sweep(
+            self.hook,
+            context["ti"],
+            instance_id=sweeping_for,
+            grace_period=self.grace_period,
+            list_only=self.list_only,
+            max_workers=self.max_workers,
+        )
+        orphans = report.orphans
+        self.log.info(
+            "%d live DLI batch job(s); %d not submitted by Airflow instance %r (left alone); %d orphan(s) "
+            "(%d Task SDK queries)%s:\n%s\n",
+            report.live_jobs,
+            report.not_ours,
+            report.instance_id,
+            len(orphans),
+            report.airflow_queries,
+            " (list_only: nothing cancelled)" if self.list_only else "",
+            report.table(),
+        )
+        failed = report.not_cancelled
+        if failed:
+            context["ti"].xcom_push(key="return_value", value=report.result())  # what it did, failed or not
+            details = "; ".join(f"{verdict.batch_id}: {verdict.error}" for verdict in failed)
+            raise AirflowException(
+                f"{len(failed)} of {len(orphans)} orphaned DLI batch jobs were not cancelled: {details}"
+            )
+        return report.result()
