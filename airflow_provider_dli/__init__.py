@@ -120,8 +120,8 @@ def get_provider_info() -> dict[str, Any]:
         "cli": ["airflow_provider_dli.cli.get_cli_commands"],
         "config": {
             "dli": {
-                "description": "The DLI provider: where password authentication keeps its IAM tokens, and "
-                "which DLI jobs are this Airflow's.",
+                "description": "The DLI provider: where password authentication keeps its IAM tokens, "
+                "which DLI jobs are this Airflow's, and how long a wait outlasts an outage of DLI.",
                 "options": {
                     "instance_id": {
                         "description": "Names this Airflow deployment in every job it submits (the Spark "
@@ -160,6 +160,16 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "string",
                         "example": "/var/cache/airflow/dli-tokens",
                         "default": "",
+                    },
+                    "outage_tolerance": {
+                        "description": "Seconds a wait on a DLI job (in the worker or the triggerer) goes on "
+                        "while its polls fail on answers that an outage gives (no answer, a 5xx, DLI.0999, a "
+                        "maintenance page, a gateway 404 during a deploy), before the task fails. An operator's "
+                        "outage_tolerance overrides it.\n",
+                        "version_added": "0.2.0",
+                        "type": "float",
+                        "example": "1800",
+                        "default": "600",
                     },
                 },
             }

@@ -1,8 +1,9 @@
-"""DLI batch-job states, and how a wait judges its polls. Their own module, free of imports, so that operators
-can check them while a DAG file is parsed without loading the hook (and ``requests``)."""
+"""DLI batch-job states, and how a wait judges its polls. Their own module, free of the package's imports, so
+that operators can check them while a DAG file is parsed without loading the hook (and ``requests``)."""
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -40,26 +41,43 @@ class UnknownStates:
         )
 
 
-OUTAGE_POLLS = 10
-"""State polls in a row that may fail on a transient answer (each after the client's own retries) before a wait
-gives up: the trigger's ``error`` event makes the task cancel the job, and a worker's wait fails the task, which
-a short outage of DLI must not do to a healthy job."""
+OUTAGE_TOLERANCE = 600.0
+"""Seconds a wait on a job goes on while every poll fails on an answer that lets it (``wait_goes_on``: no answer,
+a 5xx, ``DLI.0999``, a maintenance page...), each after the client's own retries: the trigger's ``error`` event
+makes the task cancel the job, and a worker's wait fails the task, which an outage of DLI must not do to a
+healthy job. Measured in time, not polls, so that it means the same whatever the poll interval. Airflow's option
+``[dli] outage_tolerance`` and an operator's ``outage_tolerance`` change it."""
 
 
-class FailedPolls:
-    """Counts a wait's consecutive polls that failed; what a failure means is the client's classification
+class Outage:
+    """How long a wait has gone without the job's state; what a failed poll means is the client's classification
     (``error.answer``, :mod:`airflow_provider_dli.client.answers`), asked here for the trigger and the worker."""
 
-    def __init__(self, limit: int = OUTAGE_POLLS) -> None:
-        self.limit = limit
-        self.seen = 0
+    def __init__(self, tolerance: float = OUTAGE_TOLERANCE) -> None:
+        self.tolerance = tolerance
+        self.failed_polls = 0
+        self._since: float | None = None
 
     def answered(self) -> None:
-        """A poll read the state: the count starts again."""
-        self.seen = 0
+        """A poll read the state: the outage, if any, is over."""
+        self.failed_polls, self._since = 0, None
 
     def tolerate(self, error: DLIError) -> bool:
-        """True when waiting may go on after this failed poll: its answer was transient (DLI may answer the next
-        poll), and fewer than ``limit`` polls in a row failed."""
-        self.seen += 1
-        return error.answer.transient and self.seen < self.limit
+        """True when waiting may go on after this failed poll: its answer lets a wait go on, and the polls have
+        been failing for no longer than ``tolerance`` seconds."""
+        now = time.monotonic()
+        self._since = now if self._since is None else self._since
+        self.failed_polls += 1
+        return error.answer.wait_goes_on and self.seconds <= self.tolerance
+
+    @property
+    def seconds(self) -> float:
+        """How long the polls have been failing."""
+        return 0.0 if self._since is None else time.monotonic() - self._since
+
+    def describe(self) -> str:
+        """For the warning of each failed poll."""
+        return (
+            f"{self.failed_polls} poll(s) in a row failed over {self.seconds:.0f} s; the wait goes on through up "
+            f"to {self.tolerance:g} s of that"
+        )

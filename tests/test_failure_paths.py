@@ -14,7 +14,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -265,6 +266,73 @@ def test_retried_task_reconnects_instead_of_resubmitting(long_jobs: DLIEmulator,
     assert long_jobs.cancel_events == []
 
 
+def polled(emulator: DLIEmulator) -> bool:
+    """Whether a task has asked for its job's state, whatever the answer."""
+    return any(record.path.endswith("/state") for record in emulator.request_log)
+
+
+def run_through_then_finish(
+    home: AirflowHome, dag_id: str, emulator: DLIEmulator, outage: Callable[[], bool]
+) -> subprocess.CompletedProcess[str]:
+    """``airflow dags test`` until its task waits on its job and ``outage()`` (called once per 50 ms from then
+    on) says the outage is over; then the job ends well."""
+    with subprocess.Popen(
+        [AIRFLOW, "dags", "test", dag_id],
+        env=home.env(TEST_DAGS, emulator),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as process:
+        try:
+            wait_until(lambda: polled(emulator) or process.poll() is not None, "the task to wait on its job")
+            wait_until(lambda: outage() or process.poll() is not None, "the outage to end")
+            for batch_id in list(emulator.jobs):
+                emulator.finish(batch_id)
+            output, _ = process.communicate(timeout=300)
+        finally:
+            process.kill()
+    return subprocess.CompletedProcess(process.args, process.returncode, output)
+
+
+def test_a_deferred_wait_outlasts_dli_server_errors(long_jobs: DLIEmulator, airflow_home: AirflowHome) -> None:
+    """DLI documents its server-side error as HTTP 400 ``DLI.0999``: four polls in a row that get only that
+    (each after the client's own retries) must not end the wait, nor cancel the healthy job."""
+    per_poll = 4  # the first attempt and the hook's 3 retries
+    server_errors = long_jobs.add_fault(r".*/state", method="GET", status=400, error_code="DLI.0999", times=None)
+
+    def four_polls_failed() -> bool:
+        if server_errors.hits < 4 * per_poll:
+            return False
+        server_errors.times = server_errors.hits  # the outage ends
+        return True
+
+    result = run_through_then_finish(airflow_home, "dli_test_deferred_success", long_jobs, four_polls_failed)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert server_errors.hits >= 4 * per_poll
+    assert long_jobs.state_of(only_job(long_jobs)) == "success"
+    assert long_jobs.cancel_events == []
+
+
+def test_a_wait_in_the_worker_outlasts_a_10_second_outage(long_jobs: DLIEmulator, airflow_home: AirflowHome) -> None:
+    outage: list[float] = []
+    unavailable = long_jobs.add_fault(r".*/state", method="GET", status=503, times=0)
+
+    def ten_seconds_of_503() -> bool:
+        if not outage:
+            outage.append(time.monotonic())
+            unavailable.times = None  # from now on
+        if time.monotonic() - outage[0] < 10:
+            return False
+        unavailable.times = unavailable.hits
+        return True
+
+    result = run_through_then_finish(airflow_home, "dli_test_worker_wait", long_jobs, ten_seconds_of_503)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert unavailable.hits > 4  # more than the client's own retries of one poll
+    assert long_jobs.state_of(only_job(long_jobs)) == "success"
+    assert long_jobs.cancel_events == []
+
+
 def test_lost_submit_answer_adopts_the_job(long_jobs: DLIEmulator, airflow_home: AirflowHome) -> None:
     # DLI creates the job but the answer never arrives: the task finds the job by its name and waits for it.
     long_jobs.add_fault(r".*/batches", method="POST", lose_answer=True)
@@ -367,6 +435,46 @@ def test_trigger_waits_through_a_short_outage_but_not_a_refusal(long_jobs: DLIEm
     assert "HTTP 403" in event["message"]
 
 
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"status": 400, "error_code": "DLI.0999"},
+        {"status": 404, "error_code": "APIGW.0101"},  # the gateway, during a deploy
+        {"status": 502, "body": "<html><body>Bad Gateway</body></html>"},
+        {"status": 200, "body": "<html><body>Down for maintenance</body></html>"},
+        {"status": 302, "body": ""},
+        {"drop": True},
+    ],
+    ids=["DLI.0999", "APIGW.0101", "502-html", "200-html", "302", "no-answer"],
+)
+def test_trigger_waits_through_what_a_wait_outlasts(long_jobs: DLIEmulator, fault: dict[str, Any]) -> None:
+    hook = DLIHook()
+    batch_id = str(hook.create_batch(SUBMIT_BODY)["id"])
+    long_jobs.finish(batch_id)
+    failing = long_jobs.add_fault(r".*/state", method="GET", times=8, **fault)  # two polls' every attempt
+    event = run_trigger(DLIBatchTrigger(batch_id=batch_id, poll_interval=0.05))
+    assert failing.hits == 8
+    assert event == {"status": "success", "batch_id": batch_id, "state": "success"}
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_trigger_ends_the_wait_at_an_authorization_refusal(long_jobs: DLIEmulator, status: int) -> None:
+    batch_id = str(DLIHook().create_batch(SUBMIT_BODY)["id"])
+    refusals = long_jobs.add_fault(r".*/state", method="GET", status=status, times=None)
+    event = run_trigger(DLIBatchTrigger(batch_id=batch_id, poll_interval=0.05))
+    assert (event["status"], f"HTTP {status}" in event["message"]) == ("error", True)
+    assert refusals.hits == 1  # at once: no retry, no second poll
+
+
+def test_trigger_tolerates_an_outage_for_so_long(long_jobs: DLIEmulator) -> None:
+    batch_id = str(DLIHook().create_batch(SUBMIT_BODY)["id"])
+    long_jobs.add_fault(r".*/state", method="GET", status=400, error_code="DLI.0999", times=None)
+    started = time.monotonic()
+    event = run_trigger(DLIBatchTrigger(batch_id=batch_id, poll_interval=0.05, outage_tolerance=1.0))
+    assert (event["status"], "DLI.0999" in event["message"]) == ("error", True)
+    assert time.monotonic() - started >= 1.0
+
+
 def test_trigger_on_kill_cancels_the_job(long_jobs: DLIEmulator) -> None:
     batch_id = str(DLIHook().create_batch(SUBMIT_BODY)["id"])
     asyncio.run(DLIBatchTrigger(batch_id=batch_id, caller="dag.task").on_kill())
@@ -458,12 +566,25 @@ class _TaskInstance:
         ({"sc_type": "D"}, "sc_type must be one of"),
         ({"name": "x" * 129}, "name must be a string of 1 to 128 characters"),
         ({"queue_name": "etl", "extra_body": {"queue": "other"}}, "extra_body\\['queue'\\] repeats"),
+        ({"outage_tolerance": 0}, "outage_tolerance must be a number of seconds > 0"),
     ],
 )
 def test_submit_parameters_are_checked_before_any_request(kwargs: dict[str, Any], message: str) -> None:
     arguments = {"task_id": "submit", "file": "obs://b/a.jar", "class_name": "A", **kwargs}
     with pytest.raises(ValueError, match=message):
         DLISubmitBatchOperator(**arguments).batch_body({"ti": _TaskInstance()})  # type: ignore[typeddict-item]
+
+
+def test_outage_tolerance_from_the_argument_or_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    arguments: dict[str, Any] = {"task_id": "submit", "file": "obs://b/a.jar", "class_name": "A"}
+    assert DLISubmitBatchOperator(**arguments).outage_tolerance == 600
+    assert DLISubmitBatchOperator(**arguments, outage_tolerance=timedelta(minutes=30)).outage_tolerance == 1800
+    monkeypatch.setenv("AIRFLOW__DLI__OUTAGE_TOLERANCE", "120")
+    assert DLISubmitBatchOperator(**arguments).outage_tolerance == 120
+    assert DLISubmitBatchOperator(**arguments, outage_tolerance=5).outage_tolerance == 5
+    monkeypatch.setenv("AIRFLOW__DLI__OUTAGE_TOLERANCE", "ten minutes")
+    with pytest.raises(ValueError, match=r"\[dli\] outage_tolerance \(AIRFLOW__DLI__OUTAGE_TOLERANCE\) must be"):
+        DLISubmitBatchOperator(**arguments)
 
 
 def test_submit_body() -> None:

@@ -5,7 +5,8 @@ below decide it, the first matching row winning, in the spirit of botocore's ``r
 never compare status codes themselves. Each client error carries the answer it ended on (``error.answer``), so:
 
 - the request layer sends again what :func:`ask_again` allows (transient, and safe to repeat);
-- a wait (the trigger's, the worker's) keeps waiting through a ``transient`` answer;
+- a wait (the trigger's, the worker's) keeps waiting through an answer that ``wait_goes_on`` (a transient one,
+  and a redirect or a gateway without the API: a maintenance or a deploy, which no retry of one call outlasts);
 - a create whose answer ``may_have_acted`` looks for the job it may have made instead of submitting another;
 - a refused cancel is judged by the job's state only when the answer is a ``refusal``;
 - a bulk cancel stops at the first answer that ``locks_key`` (the gateway locks an access key for 5 minutes
@@ -36,19 +37,30 @@ class Answer:
     """DLI read the request and declined it (a 4xx of its own): it did nothing."""
     locks_key: bool = False
     """A failed authentication: the gateway counts it towards locking the access key."""
+    wait_goes_on: bool = False
+    """A wait on a job goes on through it: DLI may tell the job's state at a later poll (see
+    :class:`~airflow_provider_dli.states.Outage`). Only a state DLI reports, or the wait's deadline, ends the
+    wait of a healthy job."""
 
 
 #                        kind                   transient  may_have_acted
 SUCCESS = Answer("success", False, True)
-NOT_SENT = Answer("not sent", True, False)  # refused connection, no DNS, connect timeout, no time left to send
-NO_ANSWER = Answer("no answer", True, True)  # reset, read timeout, a body broken off: it may have arrived
+# refused connection, no DNS, connect timeout, no time left to send
+NOT_SENT = Answer("not sent", True, False, wait_goes_on=True)
+# reset, read timeout, a body broken off: it may have arrived
+NO_ANSWER = Answer("no answer", True, True, wait_goes_on=True)
 UNVERIFIED = Answer("certificate failed verification", False, False)  # asking again does not heal it
 BROKEN = Answer("broken exchange", False, True)  # any other failure of the exchange
-SERVER_ERROR = Answer("server error", True, True)  # 5xx, and DLI.0999 (which DLI sends as HTTP 400)
-UNREADABLE = Answer("unreadable answer", True, True)  # a 2xx that is not DLI's: an HTML page, a job without id
+# 5xx, and DLI.0999 (which DLI sends as HTTP 400)
+SERVER_ERROR = Answer("server error", True, True, wait_goes_on=True)
+# a 2xx that is not DLI's: an HTML page, a job without id
+UNREADABLE = Answer("unreadable answer", True, True, wait_goes_on=True)
 OVERSIZED = Answer("oversized answer", False, True)  # not read: asking again brings the same
-THROTTLED = Answer("throttled", True, False)  # 429: DLI did nothing and asks to slow down
-REDIRECTED = Answer("redirected", False, False)  # never followed
+THROTTLED = Answer("throttled", True, False, wait_goes_on=True)  # 429: DLI did nothing and asks to slow down
+# never followed; a maintenance page's redirect passes
+REDIRECTED = Answer("redirected", False, False, wait_goes_on=True)
+# 404 APIGW.0101: the gateway does not route the API (yet, or for now: a deploy); DLI did nothing
+NO_ROUTE = Answer("no route at the gateway", False, False, wait_goes_on=True)
 UNAUTHENTICATED = Answer("credentials refused", False, False, locks_key=True)  # 401
 FORBIDDEN = Answer("forbidden", False, False)  # 403: the credentials are good, this request is not allowed
 REFUSED = Answer("refused", False, False, refusal=True)  # any other 4xx: a bad request, an unknown job...
@@ -60,6 +72,7 @@ STATUS_TABLE: tuple[tuple[range, str | None, Answer], ...] = (
     (range(300, 400), None, REDIRECTED),
     (range(400, 401), "DLI.0999", SERVER_ERROR),  # DLI's "server-side error", documented as HTTP 400
     (range(401, 402), None, UNAUTHENTICATED),
+    (range(404, 405), "APIGW.0101", NO_ROUTE),
     (range(403, 404), None, FORBIDDEN),
     (range(429, 430), None, THROTTLED),
     (range(400, 500), None, REFUSED),

@@ -29,7 +29,7 @@ from airflow_provider_dli.operators.arguments import (
     string_mapping,
     task_hook,
 )
-from airflow_provider_dli.states import LIVE_STATES, TERMINAL_STATES, FailedPolls, UnknownStates
+from airflow_provider_dli.states import LIVE_STATES, OUTAGE_TOLERANCE, TERMINAL_STATES, Outage, UnknownStates
 from airflow_provider_dli.validation import non_empty_text
 from airflow_provider_dli.xcom_keys import XCOM_BATCH_ID
 
@@ -67,6 +67,22 @@ BODY_FIELDS: tuple[tuple[str, str | None, Check], ...] = (
 )
 
 
+def _outage_tolerance(value: object) -> float:
+    """The operator's ``outage_tolerance`` in seconds; None: ``[dli] outage_tolerance``, else the default."""
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if value is not None:
+        return positive_seconds("outage_tolerance", value)
+    configured = conf.get("dli", "outage_tolerance", fallback="").strip()
+    try:
+        return positive_seconds("outage_tolerance", float(configured)) if configured else OUTAGE_TOLERANCE
+    except ValueError:
+        raise ValueError(
+            "Airflow's option [dli] outage_tolerance (AIRFLOW__DLI__OUTAGE_TOLERANCE) must be a number of "
+            f"seconds > 0; got {configured!r}"
+        ) from None
+
+
 class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
     """Submit a Spark batch job to DLI and, by default, wait until it ends.
 
@@ -92,6 +108,10 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         ``auto_recovery``, ``max_retry_times``...), passed as is (templated).
     :param wait_for_completion: wait until the job ends; fail if it ends ``dead``. If False, return at once.
     :param poll_interval: seconds between state polls.
+    :param outage_tolerance: how long (seconds, or a ``timedelta``) the wait goes on while DLI cannot be reached
+        or answers server errors, gateway errors or maintenance pages, before the task fails (and a deferred
+        wait's job is cancelled). An authorization refusal (401, 403) ends the wait at once. Default: Airflow's
+        option ``[dli] outage_tolerance``, else 600.
     :param deferrable: wait in the triggerer instead of holding a worker slot.
     :param log_tail_lines: how many of the job's last driver log lines to copy into the task log.
     :param openlineage_inject_parent_job_info: put this task's OpenLineage job and run into the job's Spark conf
@@ -151,6 +171,7 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         project_id: str | None = None,
         wait_for_completion: bool = True,
         poll_interval: float = 10.0,
+        outage_tolerance: float | timedelta | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         log_tail_lines: int = 50,
         openlineage_inject_parent_job_info: bool = conf.getboolean(
@@ -186,6 +207,7 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         self.project_id = project_id
         self.wait_for_completion = wait_for_completion
         self.poll_interval = positive_seconds("poll_interval", poll_interval)
+        self.outage_tolerance = _outage_tolerance(outage_tolerance)
         self.deferrable = deferrable
         self.log_tail_lines = positive_int("log_tail_lines", log_tail_lines)
         self.openlineage_inject_parent_job_info = openlineage_inject_parent_job_info
@@ -359,9 +381,9 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
             self._remember(batch_id, context)
         from airflow_provider_dli.progress import WaitProgress
 
-        unknown, failed = UnknownStates(batch_id), FailedPolls()
+        unknown, outage = UnknownStates(batch_id), Outage(self.outage_tolerance)
         progress = WaitProgress(batch_id, since=self.waiting_since)
-        while (state := self._poll(batch_id, failed)) not in TERMINAL_STATES:
+        while (state := self._poll(batch_id, outage)) not in TERMINAL_STATES:
             if state is not None and (line := progress.line(state)):
                 self.log.info("%s", line)
             if state is not None and (problem := unknown.check(state)):
@@ -370,25 +392,20 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
             time.sleep(self.poll_interval)
         self._finish(batch_id, state)
 
-    def _poll(self, batch_id: str, failed: FailedPolls) -> str | None:
-        """The job's state; None after a poll that failed on a transient answer, which the wait goes on through
-        (as the trigger's does)."""
+    def _poll(self, batch_id: str, outage: Outage) -> str | None:
+        """The job's state; None after a failed poll that the wait goes on through (as the trigger's does)."""
         from airflow_provider_dli.client.errors import DLIError
 
         try:
             state = self.hook.get_batch_state(batch_id)
         except DLIError as error:
-            if not failed.tolerate(error):
+            if not outage.tolerate(error):
                 raise
             self.log.warning(
-                "Could not read the state of DLI batch job %s (%d of %d polls in a row may fail): %s",
-                batch_id,
-                failed.seen,
-                failed.limit,
-                error,
+                "Could not read the state of DLI batch job %s (%s): %s", batch_id, outage.describe(), error
             )
             return None
-        failed.answered()
+        outage.answered()
         return state
 
     def get_job_result(self, external_id: Any, context: Context) -> str:
@@ -414,6 +431,7 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
                 project_id=self.project_id,
                 poll_interval=self.poll_interval,
                 deadline=deadline,
+                outage_tolerance=self.outage_tolerance,
                 caller=f"{self.dag_id}.{self.task_id}",
                 waiting_since=self.waiting_since,
             ),

@@ -17,7 +17,7 @@ from airflow import __version__ as airflow_version
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 from packaging.version import Version
 
-from airflow_provider_dli.states import OUTAGE_POLLS, TERMINAL_STATES, FailedPolls, UnknownStates
+from airflow_provider_dli.states import OUTAGE_TOLERANCE, TERMINAL_STATES, Outage, UnknownStates
 from airflow_provider_dli.xcom_keys import XCOM_BATCH_ID
 
 if TYPE_CHECKING:
@@ -51,8 +51,9 @@ class DLIBatchTrigger(BaseTrigger):
 
     Events: ``{"status": "success" | "dead", "batch_id", "state"}`` when the job ended; ``"timeout"`` when
     ``deadline`` (epoch seconds) passed first, after cancelling the job if ``cancel_on_timeout``;
-    ``"error"`` with a ``message`` when DLI refused to answer, or ``OUTAGE_POLLS`` polls in a row got a transient
-    answer (a 5xx, ``DLI.0999``, no answer...; see :class:`~airflow_provider_dli.states.FailedPolls`).
+    ``"error"`` with a ``message`` when DLI refused to answer (a 401 or 403, an unknown job), or its polls failed
+    for longer than ``outage_tolerance`` seconds (no answer, a 5xx, ``DLI.0999``, a maintenance page...; see
+    :class:`~airflow_provider_dli.states.Outage`).
 
     :param waiting_since: epoch seconds the task got its job: the lines logged while waiting (a line per change
         of state, and a heartbeat every ``[dli] progress_log_interval`` seconds) say how long it has waited.
@@ -85,6 +86,7 @@ class DLIBatchTrigger(BaseTrigger):
         deadline: float | None = None,
         cancel_on_timeout: bool = True,
         cancel_on_kill: bool = True,
+        outage_tolerance: float = OUTAGE_TOLERANCE,
         caller: str | None = None,
         waiting_since: float | None = None,
     ) -> None:
@@ -100,6 +102,7 @@ class DLIBatchTrigger(BaseTrigger):
         self.deadline = deadline
         self.cancel_on_timeout = cancel_on_timeout
         self.cancel_on_kill = cancel_on_kill
+        self.outage_tolerance = outage_tolerance
         self.caller = caller
         self.waiting_since = time.time() if waiting_since is None else waiting_since
 
@@ -114,6 +117,7 @@ class DLIBatchTrigger(BaseTrigger):
                 "deadline": self.deadline,
                 "cancel_on_timeout": self.cancel_on_timeout,
                 "cancel_on_kill": self.cancel_on_kill,
+                "outage_tolerance": self.outage_tolerance,
                 "caller": self.caller,
                 "waiting_since": self.waiting_since,
             },
@@ -141,20 +145,16 @@ class DLIBatchTrigger(BaseTrigger):
             unknown = UnknownStates(self.batch_id)
             interval = progress_log_interval_or_default(self.log.warning)
             progress = WaitProgress(self.batch_id, since=self.waiting_since, interval=interval)
-            failed = FailedPolls()
+            outage = Outage(self.outage_tolerance)
             while True:
                 try:
                     state: str | None = await asyncio.to_thread(hook.get_batch_state, self.batch_id)
-                    failed.answered()
+                    outage.answered()
                 except DLIError as error:
-                    if not failed.tolerate(error):
+                    if not outage.tolerate(error):
                         raise
                     self.log.warning(
-                        "Could not read the state of DLI batch job %s (%d of %d polls in a row may fail): %s",
-                        self.batch_id,
-                        failed.seen,
-                        OUTAGE_POLLS,
-                        error,
+                        "Could not read the state of DLI batch job %s (%s): %s", self.batch_id, outage.describe(), error
                     )
                     state = None
                 if state in TERMINAL_STATES:

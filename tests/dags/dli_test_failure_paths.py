@@ -29,6 +29,9 @@ with DAG("dli_test_retry_reconnect", schedule=None, catchup=False):
 with DAG("dli_test_deferred_success", schedule=None, catchup=False):
     DLISubmitBatchOperator(task_id="submit", deferrable=True, **JOB)
 
+with DAG("dli_test_worker_wait", schedule=None, catchup=False):
+    DLISubmitBatchOperator(task_id="submit", **JOB)
+
 with DAG("dli_test_job_fails", schedule=None, catchup=False):
     DLISubmitBatchOperator(
         task_id="submit",
