@@ -443,6 +443,15 @@ def create_answer(emulator: DLIEmulator) -> tuple[int, str | None, int]:
     return answer.status_code, answer.json().get("error_code"), len(emulator.jobs) - before
 
 
+def retry_after_under_the_rate_limit(emulator: DLIEmulator) -> str:
+    emulator.throttle.rate = 2.0  # the bucket holds 2, and frees one up every 0.5 s
+    url = f"{emulator.url}/v2.0/{emulator.project_id}/batches/{UNKNOWN_BATCH.rsplit('/', 1)[1]}/state"
+    answers = [requests.get(url, timeout=10) for _ in range(3)]
+    emulator.throttle.rate = None
+    throttled: str = answers[-1].headers["Retry-After"]
+    return throttled
+
+
 PLAYED: dict[tuple[str, str], tuple[Callable[[DLIEmulator], object], object]] = {
     ("cancel_finished_code", "DLI.0007"): (cancel_of_a_finished_job, (400, "DLI.0007")),
     ("cancel_finished_code", "DLI.0001"): (cancel_of_a_finished_job, (400, "DLI.0001")),
@@ -455,6 +464,8 @@ PLAYED: dict[tuple[str, str], tuple[Callable[[DLIEmulator], object], object]] = 
     ("list_parameters", "huawei"): (edition_only_list_parameters, (400, 200, 200)),
     ("recovering", "never"): (state_in_the_middle_of_a_run, "running"),
     ("recovering", "mid-run"): (state_in_the_middle_of_a_run, "recovering"),
+    ("retry_after", "rounded-up"): (retry_after_under_the_rate_limit, "1"),
+    ("retry_after", "rounded-down"): (retry_after_under_the_rate_limit, "0"),
     ("create_answer", "job"): (create_answer, (200, None, 1)),
     ("create_answer", "DLI.0999"): (create_answer, (400, "DLI.0999", 1)),
 }
@@ -514,6 +525,7 @@ def test_readings_from_the_command_line() -> None:
             "log_from": "integer",
             "list_parameters": "any",
             "recovering": "never",
+            "retry_after": "rounded-up",
             "create_answer": "job",
         }
         assert signed(url, "GET", UNKNOWN_BATCH).status_code == 404

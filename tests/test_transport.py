@@ -8,6 +8,7 @@ import json
 import re
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -373,6 +374,35 @@ def test_the_emulator_throttles_past_its_rate_limit() -> None:
         throttled = next(answer for answer in answers if answer.status_code == 429)
         assert throttled.json()["error_code"] == "APIGW.0308"
         assert ("Retry-After" in throttled.headers) is retry_after
+
+
+def test_a_retry_after_of_0_still_pauses_under_a_rate_limit(make_hook: MakeHook) -> None:
+    """A gateway that rounds its ``Retry-After`` down says 0 when the limit frees up within a second: sent again
+    at once, a client hammers the throttled API (69 requests in 3 s). The backoff's minimum is the floor."""
+    readings = {"retry_after": "rounded-down"}
+    with DLIEmulator(starting_seconds=600, rate_limit=1, readings=readings) as emulator:
+        hook = make_hook(emulator.connection(), retry_delay=1.0)  # the floor: half of it
+        batch_id = submit(hook)
+        ends_at = time.monotonic() + 3
+        reads = 0
+        while time.monotonic() < ends_at:
+            assert hook.get_batch_state(batch_id) == "starting"
+            reads += 1
+        throttled = emulator.counters.throttled
+    assert reads >= 2  # the rate limit lets one a second through
+    assert throttled <= 3 / 0.5 + 1, f"{throttled} requests answered 429 in 3 s"
+
+
+@pytest.mark.parametrize("retry_after", [0, -5], ids=["zero", "negative"])
+def test_a_retry_after_of_0_or_less_waits_the_backoffs_minimum(
+    dli_emulator: DLIEmulator, make_hook: MakeHook, retry_after: float
+) -> None:
+    hook = make_hook(dli_emulator.connection(), retry_delay=1.0)
+    batch_id = submit(hook)
+    dli_emulator.add_fault(r".*/state", method="GET", status=429, retry_after=retry_after, times=2)
+    started = time.monotonic()
+    assert hook.get_batch_state(batch_id) == "starting"
+    assert time.monotonic() - started >= 2 * 0.5  # two pauses of at least half the retry delay
 
 
 @pytest.mark.parametrize("retry_after", [True, False], ids=["with-Retry-After", "without-Retry-After"])

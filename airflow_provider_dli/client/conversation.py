@@ -347,12 +347,14 @@ class Conversation:
         return throttle
 
     def _backoff(self, attempt: int, retry_after: str | None) -> float:
-        """``Retry-After`` when it is a finite number or a date, else exponential backoff with jitter."""
+        """``Retry-After`` when it is a finite number or a date, else exponential backoff with jitter; never less
+        than the backoff's minimum: a ``Retry-After`` of 0, a negative one or a date past is no reason to send
+        again at once (against a throttled API, that is dozens of requests a second)."""
+        ceiling: float = min(MAX_BACKOFF, self.settings.retry_delay * 2**attempt)
         delay = _retry_after_seconds(retry_after)
         if delay is None:
-            ceiling = min(MAX_BACKOFF, self.settings.retry_delay * 2**attempt)
-            delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
-        return delay
+            return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
+        return max(delay, ceiling / 2)
 
     def _wait_before_retry(self, attempt: int, delay: float, reason: str) -> bool:
         """Sleep ``delay`` before retry ``attempt + 1``; False (no sleep) when no retry is left or time is out."""

@@ -58,8 +58,9 @@ class RateLimit:
         self._counters, self._lock = counters, lock
         self._buckets: dict[str, tuple[float, float]] = {}  # API -> (tokens, time.monotonic() of the count)
 
-    def take(self, api: str) -> None:
-        """Count one request to ``api``; a 429 when it is over the limit."""
+    def take(self, api: str, *, round_down: bool = False) -> None:
+        """Count one request to ``api``; a 429 when it is over the limit (``Retry-After`` rounded up to whole
+        seconds, or down with ``round_down``)."""
         if self.rate is None:
             return
         with self._lock:
@@ -71,7 +72,8 @@ class RateLimit:
             self._counters.throttled += not allowed
         if not allowed:
             wait = (1 - tokens) / self.rate
-            headers = {"Retry-After": str(math.ceil(wait))} if self.retry_after else {}
+            seconds = math.floor(wait) if round_down else math.ceil(wait)
+            headers = {"Retry-After": str(seconds)} if self.retry_after else {}
             raise Reject(
                 429, "APIGW.0308", f"The throttling threshold has been reached: {self.rate:g} requests/s", headers
             )

@@ -43,6 +43,11 @@ class Readings:
     recovering: Literal["never", "mid-run"] = _reading(
         "never", "whether a job passes through the documented 'recovering' state in the middle of its run"
     )
+    retry_after: Literal["rounded-up", "rounded-down"] = _reading(
+        "rounded-up",
+        "the whole seconds of the rate limit's Retry-After: rounded up, or down (0 when the limit frees up within "
+        "a second)",
+    )
     create_answer: Literal["job", "DLI.0999"] = _reading(
         "job",
         "what a create answers: the new job, or 400 DLI.0999 (DLI's server-side error) after it made the job",

@@ -297,7 +297,7 @@ class DLIEmulator:
         else:
             raise Reject(404, "APIGW.0101", "The API does not exist or has not been published in the environment")
         route = area.route(request.method, match)
-        self.throttle.take(route)
+        self.throttle.take(route, round_down=self.readings.retry_after == "rounded-down")
         owner = self.auth.authenticate(request, match["project"])
         header_project = request.headers.get("X-Project-Id")
         if header_project and header_project != match["project"]:
