@@ -292,6 +292,24 @@ class RecordedAirflow:
         return "running"
 
 
+@pytest.mark.parametrize("edition", ["t-cloud", "huawei", "any"])
+def test_a_sweep_works_whichever_list_parameters_dli_takes(make_hook: Any, edition: str) -> None:
+    """The list API's parameters differ by edition (T Cloud documents no ``order``, Huawei's SDK no ``owner``);
+    a server that refuses an undocumented one with 400 ``DLI.0001`` must not stop the sweep."""
+    with DLIEmulator(starting_seconds=0, running_seconds=600, readings={"list_parameters": edition}) as dli:
+        hook = make_hook(dli.connection())
+        failed_owner = JobOwner("airflow", "d", "r1", "t", -1, 1, True, False)
+        orphan = hook.create_batch({**SUBMIT_BODY, "conf": {OWNER_CONF_KEY: failed_owner.conf_value()}})["id"]
+        airflow = RecordedAirflow({"d": {"r1": {"t": "failed"}}})
+        swept = sweep(hook, airflow, instance_id="airflow", grace_period=timedelta(0))
+        assert [(v.batch_id, v.outcome) for v in swept.orphans] == [(orphan, "cancelled")]
+        assert sweep(hook, airflow, instance_id="airflow", grace_period=timedelta(0)).orphans == []
+        # At most one refusal per process: the second sweep, and the second listing of each, know it.
+        refused = [r for r in dli.request_log if r.path.endswith("/batches") and r.status == 400]
+        assert len(refused) <= (0 if edition == "any" else 1)
+        assert [r.status for r in dli.request_log if r.method == "DELETE"] == [200]
+
+
 def test_a_cancel_that_fails_is_reported_and_retried_by_the_next_sweep(
     dli_emulator: DLIEmulator, hook: DLIHook
 ) -> None:

@@ -6,8 +6,9 @@ that names the field.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -40,6 +41,25 @@ LIST_FILTERS = {
     "order": "order",
 }
 LIST_ORDERS = ("CREATE_TIME_DESC", "CREATE_TIME_ASC", "DURATION_DESC", "DURATION_ASC")
+
+
+def _created_ms(batch: Mapping[str, Any]) -> float:
+    created = batch.get("create_time")
+    return float(created) if isinstance(created, int | float | str) and str(created).isdigit() else float("nan")
+
+
+EDITION_PARAMETERS: dict[str, Callable[[Mapping[str, Any], Any], bool] | None] = {
+    "owner": lambda batch, owner: batch.get("owner") == owner,
+    "start": lambda batch, ms: not _created_ms(batch) < ms,  # a job without a readable time is kept
+    "end": lambda batch, ms: not _created_ms(batch) > ms,
+    "order": None,
+}
+"""The list parameters that only one edition documents (T Cloud: ``owner``; Huawei's SDK: ``start``, ``end``,
+``order``), and how a listing keeps its meaning when DLI refuses them (400 ``DLI.0001``) and they are left out:
+a test of each listed job, or nothing for an order (the caller gets every job all the same)."""
+_REFUSED: set[tuple[str, str]] = set()
+"""(API address, parameter) that DLI refused in this process: left out from then on, without asking again."""
+_REFUSED_GUARD = threading.Lock()
 
 
 class BatchJobs(Conversation):
@@ -140,17 +160,28 @@ class BatchJobs(Conversation):
 
     def _pages(self, params: dict[str, Any], page_size: int) -> Iterator[dict[str, Any]]:
         """Pages until a short or empty one. ``total`` is not trusted to stop: vendors disagree on whether it
-        counts every matching job or the jobs of the page (the vendor's Terraform provider ignores it)."""
+        counts every matching job or the jobs of the page (the vendor's Terraform provider ignores it).
+
+        A parameter of one edition only (:data:`EDITION_PARAMETERS`) that DLI refuses is left out, for this and
+        every later listing of the process (logged once), and applied to each listed job instead."""
         seen: set[str] = set()
         start = 0
+        sent, kept = self._documented(params)
         while True:
-            page = self.request("GET", "batches", params={**params, "from": start, "size": page_size})
+            try:
+                page = self.request("GET", "batches", params={**sent, "from": start, "size": page_size})
+            except DLIAPIError as refused:
+                if not self._refuse(refused, sent):
+                    raise
+                sent, kept = self._documented(params)
+                continue
             sessions = _page_sessions(page, start)
             # Jobs created while paging shift the pages: a job may show up twice.
             new = [batch for batch in sessions if batch["id"] not in seen]
             for batch in new:
                 seen.add(batch["id"])
-                yield batch
+                if all(keep(batch, params[name]) for name, keep in kept):
+                    yield batch
             if len(sessions) < page_size:
                 return
             if not new:
@@ -161,6 +192,35 @@ class BatchJobs(Conversation):
                 )
                 return
             start += len(sessions)
+
+    def _documented(
+        self, params: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], list[tuple[str, Callable[[Mapping[str, Any], Any], bool]]]]:
+        """The parameters to send (those DLI has not refused in this process), and the tests of each listed job
+        that stand in for the refused ones."""
+        api = self.settings.api_url("v2.0")
+        refused = {name for name in params if (api, name) in _REFUSED}
+        tests = [(name, keep) for name in sorted(refused) if (keep := EDITION_PARAMETERS[name]) is not None]
+        return {name: value for name, value in params.items() if name not in refused}, tests
+
+    def _refuse(self, refused: DLIAPIError, sent: Mapping[str, Any]) -> bool:
+        """True when ``refused`` is DLI refusing a parameter of one edition only that ``sent`` holds: those are
+        remembered as refused, with one warning per process."""
+        edition_only = sorted(name for name in sent if name in EDITION_PARAMETERS)
+        if not edition_only or not refused.answer.refusal or refused.error_code != "DLI.0001":
+            return False
+        api = self.settings.api_url("v2.0")
+        with _REFUSED_GUARD:
+            new = [name for name in edition_only if (api, name) not in _REFUSED]
+            _REFUSED.update((api, name) for name in edition_only)
+        if new:
+            self.log.warning(
+                "DLI refused the job list's parameter(s) %s, which only one edition of DLI documents (%s): listing "
+                "without them from now on, filtering the listed jobs here instead",
+                ", ".join(new),
+                refused.error_msg or refused,
+            )
+        return True
 
     def cancel_batch(self, batch_id: str, *, settle_timeout: float = CANCEL_SETTLE_TIMEOUT) -> CancelResult:
         """Cancel the job (``DELETE /batches/{batch_id}``); idempotent, and says what it found.
