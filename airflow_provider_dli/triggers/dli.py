@@ -60,6 +60,7 @@ class DLIBatchTrigger(BaseTrigger):
     :param cancel_on_kill: cancel the job when a person marks the deferred task failed or success, or
         clears it (``on_kill``, Airflow 3.3+). Never on a triggerer restart or redistribution, which only
         move the wait elsewhere.
+    :param outage_tolerance: seconds the wait goes on while its polls fail on answers a wait outlasts.
 
     Airflow 3.3 also calls ``on_kill`` when a trigger merely moved: a triggerer that stalled past
     ``[triggerer] triggerer_health_check_threshold`` and then resumes finds the trigger assigned to another
