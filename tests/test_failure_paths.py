@@ -333,6 +333,27 @@ def test_a_wait_in_the_worker_outlasts_a_10_second_outage(long_jobs: DLIEmulator
     assert long_jobs.cancel_events == []
 
 
+@pytest.mark.parametrize(
+    "readings",
+    [{"recovering": "mid-run"}, {"create_answer": "DLI.0999"}, {"list_parameters": "t-cloud"}],
+    ids=["recovering", "DLI.0999-after-create", "t-cloud-list-parameters"],
+)
+def test_submit_and_wait_under_each_reading(airflow_home: AirflowHome, readings: dict[str, str]) -> None:
+    """A job that passes through ``recovering``, a create answered ``DLI.0999`` after DLI made the job (the task
+    finds it by name), a list API that takes only T Cloud's parameters: one job, waited on until it succeeds."""
+    with DLIEmulator(starting_seconds=0.5, running_seconds=3, readings=readings) as emulator:
+        result = run_dag(airflow_home, "dli_test_worker_wait", emulator)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert emulator.state_of(only_job(emulator)) == "success"
+        assert emulator.cancel_events == []
+    output = result.stdout + result.stderr
+    assert f"DLI batch job {only_job(emulator)} ended success" in output
+    if "recovering" in readings:
+        assert "is recovering" in output
+    if "create_answer" in readings:
+        assert f"Adopting DLI batch job {only_job(emulator)}" in output
+
+
 def test_lost_submit_answer_adopts_the_job(long_jobs: DLIEmulator, airflow_home: AirflowHome) -> None:
     # DLI creates the job but the answer never arrives: the task finds the job by its name and waits for it.
     long_jobs.add_fault(r".*/batches", method="POST", lose_answer=True)
