@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from airflow_provider_dli import metrics
 from airflow_provider_dli.identity import JobOwner, owner_of
 from airflow_provider_dli.states import LIVE_STATES
 
@@ -265,6 +266,8 @@ def sweep(
             verdict.outcome, verdict.error = by_id[verdict.batch_id]["outcome"], by_id[verdict.batch_id]["error"]
     for verdict in report.verdicts:
         verdict.outcome = verdict.outcome or "kept"
+    metrics.count("dli.sweep.orphans_found", len(orphans))
+    metrics.count("dli.sweep.orphans_cancelled", sum(verdict.outcome == "cancelled" for verdict in orphans))
     return report
 
 

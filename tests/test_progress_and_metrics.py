@@ -5,13 +5,18 @@ real ``airflow dags test`` run against the emulator."""
 from __future__ import annotations
 
 import re
+import socket
+import threading
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from airflow_provider_dli.emulator import DLIEmulator
+from airflow_provider_dli.metrics import METRICS, count
 from tests.airflow_cli import AirflowHome
-from tests.conftest import state_polls
+from tests.conftest import state_polls, wait_until
 
 TEST_DAGS = Path(__file__).parent / "dags"
 
@@ -79,3 +84,77 @@ def test_one_short_summary_per_cancel_and_a_table_on_lines_of_its_own(
         [batch_id, "cancelled", "cancelling"] for batch_id in dli_emulator.jobs
     )
     assert "loc=" in lines[header + 3]  # the logger's suffix, on a line of its own after the table
+
+
+class StatsdListener:
+    """A StatsD server on loopback: a UDP socket that keeps every counter it receives."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.port = self.socket.getsockname()[1]
+        self.counters: Counter[str] = Counter()
+        self.lock = threading.Lock()
+        threading.Thread(target=self._receive, daemon=True).start()
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                packet = self.socket.recv(65535).decode()
+            except OSError:  # closed
+                return
+            for metric in packet.splitlines():  # name:value|c, several per packet when pipelined
+                name, _, rest = metric.partition(":")
+                value, _, kind = rest.partition("|")
+                if kind.startswith("c"):
+                    with self.lock:
+                        self.counters[name] += int(float(value))
+
+    def ours(self) -> dict[str, int]:
+        with self.lock:
+            return {name: value for name, value in self.counters.items() if ".dli." in f".{name}"}
+
+    def env(self) -> dict[str, str]:
+        return {
+            "AIRFLOW__METRICS__STATSD_ON": "True",
+            "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+            "AIRFLOW__METRICS__STATSD_PORT": str(self.port),
+        }
+
+
+@pytest.fixture
+def statsd() -> Iterator[StatsdListener]:
+    listener = StatsdListener()
+    yield listener
+    listener.socket.close()
+
+
+def test_every_metric_reaches_statsd_from_real_runs(
+    dli_emulator: DLIEmulator, airflow_home: AirflowHome, statsd: StatsdListener
+) -> None:
+    dli_emulator.add_fault(r".*/batches", method="POST", lose_answer=True)  # the first submit: adopted
+    dli_emulator.add_fault(r".*/state", method="GET", status=500, times=4)  # one poll, retries and all
+    for dag_id in ("dli_test_metrics", "dli_test_metrics_orphan", "dli_test_metrics_sweeper"):
+        result = airflow_home.run("dags", "test", dag_id, dags_folder=TEST_DAGS, emulator=dli_emulator, **statsd.env())
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]  # the sweep; the other runs fail
+    expected = {
+        "airflow.dli.batch.adopted": 1,
+        "airflow.dli.batch.submitted": 4,
+        "airflow.dli.poll.failed": 1,
+        "airflow.dli.cancel.cancelled": 4,  # the kill switch's three, the sweeper's one
+        "airflow.dli.sweep.orphans_found": 1,
+        "airflow.dli.sweep.orphans_cancelled": 1,
+    }
+    wait_until(lambda: statsd.ours() == expected, f"the metrics {expected}; got {statsd.ours()}", timeout=60)
+    assert {name.removeprefix("airflow.") for name in expected} <= set(METRICS)
+
+
+def test_the_readme_lists_every_metric() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    listed = re.findall(r"^\| `(dli\.[a-z_.]+)` \| counter \| (.+) \|$", readme, flags=re.M)
+    assert dict(listed) == METRICS
+
+
+def test_a_metric_never_counted_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"unknown metric 'dli\.batch\.sumbitted'"):
+        count("dli.batch.sumbitted")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
@@ -32,6 +33,7 @@ from airflow_provider_dli.client import (
     DLIAPIError,
     DLIClient,
     DLIConnectionError,
+    DLIError,
     IAMPassword,
     IAMToken,
 )
@@ -39,6 +41,7 @@ from airflow_provider_dli.client.batches import DEFAULT_MAX_RETRY_TIMES
 from airflow_provider_dli.client.cancels import CANCEL_SETTLE_TIMEOUT
 from airflow_provider_dli.client.endpoints import dli_endpoint, iam_endpoint
 from airflow_provider_dli.client.settings import DEFAULT_TIMEOUT, LOGIN_CACHES, checked_limits
+from airflow_provider_dli.metrics import count
 from airflow_provider_dli.validation import shown, validate_project_id
 
 AUTH_TYPES = ("aksk", "password", "token")
@@ -318,12 +321,21 @@ class DLIHook(BaseHook):
     def cancel_batch(self, batch_id: str, *, settle_timeout: float = CANCEL_SETTLE_TIMEOUT) -> CancelResult:
         """Cancel the job; idempotent, and says what it found (``cancelled``, ``already_cancelling``,
         ``already_finished``); see :meth:`airflow_provider_dli.client.batches.BatchJobs.cancel_batch`."""
-        return self.client.cancel_batch(batch_id, settle_timeout=settle_timeout)
+        try:
+            result = self.client.cancel_batch(batch_id, settle_timeout=settle_timeout)
+        except DLIError:
+            count("dli.cancel.error")
+            raise
+        count(f"dli.cancel.{result['outcome']}")
+        return result
 
     def cancel_batches(self, batch_ids: Iterable[str], *, max_workers: int = 16) -> list[BulkCancelOutcome]:
         """Cancel many jobs at once, one outcome per distinct id; a refusal of the credentials (HTTP 401) stops
         the rest (``not_tried``), so that the gateway does not lock the access key."""
-        return self.client.cancel_batches(batch_ids, max_workers=max_workers)
+        outcomes = self.client.cancel_batches(batch_ids, max_workers=max_workers)
+        for outcome, jobs in Counter(outcome["outcome"] for outcome in outcomes).items():
+            count(f"dli.cancel.{outcome}", jobs)
+        return outcomes
 
     def test_connection(self) -> tuple[bool, str]:
         """Read-only check (``GET /batches?size=1``), for the connection form's Test button.

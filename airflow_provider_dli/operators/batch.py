@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
+from airflow_provider_dli import metrics
 from airflow_provider_dli._compat import RETRIES_RECONNECT, ResumableJobMixin, conf
 from airflow_provider_dli.operators.arguments import (
     CONNECTION_FIELDS,
@@ -311,6 +312,7 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         if batch_id is None:
             try:
                 batch_id = str(self.hook.create_batch(body)["id"])
+                metrics.count("dli.batch.submitted")
             except DLIError as lost:
                 if not lost.answer.may_have_acted:
                     raise  # refused, or never sent: DLI created nothing
@@ -358,6 +360,7 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
             return None
         adopted, duplicates = str(mine[0]["id"]), [str(batch["id"]) for batch in mine[1:]]
         self.log.info("Adopting DLI batch job %s (%s), submitted by %s", adopted, name, submitted_by)
+        metrics.count("dli.batch.adopted")
         if duplicates:
             self.log.warning("Cancelling %d older live job(s) of this task instance: %s", len(duplicates), duplicates)
             from airflow_provider_dli.client.cancels import bulk_cancel_counts
@@ -401,6 +404,7 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         except DLIError as error:
             if not outage.tolerate(error):
                 raise
+            metrics.count("dli.poll.failed")
             self.log.warning(
                 "Could not read the state of DLI batch job %s (%s): %s", batch_id, outage.describe(), error
             )

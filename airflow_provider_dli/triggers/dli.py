@@ -135,6 +135,7 @@ class DLIBatchTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_provider_dli.client.cancels import cancel_summary
         from airflow_provider_dli.exceptions import DLIError
+        from airflow_provider_dli.metrics import count
         from airflow_provider_dli.progress import WaitProgress, progress_log_interval_or_default
 
         global _state_reads_ready
@@ -154,6 +155,7 @@ class DLIBatchTrigger(BaseTrigger):
                 except DLIError as error:
                     if not outage.tolerate(error):
                         raise
+                    count("dli.poll.failed")
                     self.log.warning(
                         "Could not read the state of DLI batch job %s (%s): %s", self.batch_id, outage.describe(), error
                     )
