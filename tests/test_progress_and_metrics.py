@@ -15,7 +15,7 @@ import pytest
 
 from airflow_provider_dli.emulator import DLIEmulator
 from airflow_provider_dli.metrics import METRICS, count
-from tests.airflow_cli import AirflowHome
+from tests.airflow_cli import AirflowHome, migrated_home
 from tests.conftest import state_polls, wait_until
 
 TEST_DAGS = Path(__file__).parent / "dags"
@@ -158,3 +158,31 @@ def test_the_readme_lists_every_metric() -> None:
 def test_a_metric_never_counted_is_refused() -> None:
     with pytest.raises(ValueError, match=r"unknown metric 'dli\.batch\.sumbitted'"):
         count("dli.batch.sumbitted")
+
+
+def test_the_default_instance_id_warning_comes_once_per_deployment_and_says_what_to_do(
+    dli_emulator: DLIEmulator, tmp_path: Path
+) -> None:
+    home = migrated_home(tmp_path)  # a deployment of its own: the Variable that remembers the warning is new
+
+    def sweep(**env: str) -> str:
+        result = home.run(
+            "dags", "test", "dli_test_metrics_sweeper", dags_folder=TEST_DAGS, emulator=dli_emulator, **env
+        )
+        output = str(result.stdout + result.stderr)
+        assert result.returncode == 0, output[-3000:]
+        return output
+
+    first, second = sweep(), sweep()
+    warning = "Sweeping for the default Airflow instance id 'airflow'. If another Airflow deployment"
+    assert warning in first
+    for advice in (
+        "set AIRFLOW__DLI__INSTANCE_ID (or [dli] instance_id) to the same value on ALL of its components, every "
+        "worker included",
+        "Jobs submitted before the change keep the id 'airflow', and this sweeper then leaves them alone",
+        "airflow dli sweep --instance-id airflow --list-only",
+    ):
+        assert advice in first
+    assert warning not in second
+    assert "see the warning in the sweep of" in second
+    assert "default Airflow instance id" not in sweep(AIRFLOW__DLI__INSTANCE_ID="prod-eu")

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_dli.hooks.dli import DLIHook
+
+DEFAULT_INSTANCE_ID_WARNED = "dli_default_instance_id_warned"
+"""The Airflow Variable that records when the sweeper warned of the default instance id (it warns once)."""
 
 
 class DLIOrphanSweepOperator(BaseOperator):
@@ -80,13 +83,7 @@ class DLIOrphanSweepOperator(BaseOperator):
 
         sweeping_for = self.instance_id or instance_id()
         if sweeping_for == DEFAULT_INSTANCE_ID:
-            self.log.warning(
-                "Sweeping for the default Airflow instance id %r: if another Airflow deployment submits jobs to "
-                "DLI project %s with the default too, this sweeper takes its jobs for its own and cancels those "
-                "whose DAG runs it cannot find here. Give each deployment its own [dli] instance_id.",
-                sweeping_for,
-                self.hook.project_id,
-            )
+            self._warn_of_the_default_instance_id(sweeping_for)
         report = sweep(
             self.hook,
             context["ti"],
@@ -115,3 +112,45 @@ class DLIOrphanSweepOperator(BaseOperator):
                 f"{len(failed)} of {len(orphans)} orphaned DLI batch jobs were not cancelled: {details}"
             )
         return report.result()
+
+    def _warn_of_the_default_instance_id(self, default: str) -> None:
+        """Once per deployment, in full: what the default risks, what to set, where, and what becomes of the jobs
+        submitted before. An Airflow Variable remembers it was said; until it can be, every sweep says it."""
+        from airflow.sdk import Variable
+
+        try:
+            shown_on = Variable.get(DEFAULT_INSTANCE_ID_WARNED, default=None)
+        except Exception:  # Airflow cannot be asked: say it again rather than never
+            shown_on = None
+        if shown_on:
+            self.log.info(
+                "Sweeping for the default Airflow instance id %r (see the warning in the sweep of %s; delete the "
+                "Airflow Variable %s to see it again)",
+                default,
+                shown_on,
+                DEFAULT_INSTANCE_ID_WARNED,
+            )
+            return
+        self.log.warning(
+            "Sweeping for the default Airflow instance id %r. If another Airflow deployment submits jobs to DLI "
+            "project %s with the default id too, this sweeper takes its jobs for its own and cancels those whose "
+            "DAG runs it cannot find here. Give each deployment its own id: set AIRFLOW__DLI__INSTANCE_ID (or "
+            "[dli] instance_id) to the same value on ALL of its components, every worker included (a job records "
+            "the id of the worker that submitted it; the sweeper sweeps the jobs of its own). Jobs submitted "
+            "before the change keep the id %r, and this sweeper then leaves them alone: list the orphans among "
+            "them with `airflow dli sweep --instance-id %s --list-only` (without --list-only to cancel them). "
+            "This warning is shown once: the Airflow Variable %s records it.",
+            default,
+            self.hook.project_id,
+            default,
+            default,
+            DEFAULT_INSTANCE_ID_WARNED,
+        )
+        try:
+            Variable.set(
+                DEFAULT_INSTANCE_ID_WARNED,
+                datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                description="The DLI orphan sweeper warned of the default [dli] instance_id; delete to warn again.",
+            )
+        except Exception:
+            self.log.debug("Could not record the warning in Variable %s", DEFAULT_INSTANCE_ID_WARNED, exc_info=True)
