@@ -226,7 +226,9 @@ def test_the_example_dags_of_the_wheel_parse(fresh_venv: Path, tmp_path: Path) -
 def make_install_commands(*settings: str) -> list[str]:
     """The pip commands that ``make install`` would run into a new venv (``make -n``: nothing runs)."""
     venv = "/nonexistent/venv"
-    output = run("make", "--no-print-directory", "-n", "install", f"VENV={venv}", *settings, cwd=REPO)
+    # Not the variables of a ``make test`` that runs this test: its pass's EXTRAS=... would reach this make too.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES", "MAKELEVEL")}
+    output = run("make", "--no-print-directory", "-n", "install", f"VENV={venv}", *settings, cwd=REPO, env=env)
     return [line for line in output.splitlines() if " -m pip install " in line and "--upgrade pip" not in line]
 
 
