@@ -40,7 +40,7 @@ RUN_ID = Option(("run_id",), {"help": "the DAG run id, e.g. scheduled__2026-11-2
 def jobs(args: argparse.Namespace) -> None:
     """Print every job of the DAG run, live or ended, from one listing."""
     hook = _hook(args)
-    found = _dag_run_jobs(hook, args.dag_id, args.run_id)
+    found = _dag_run_jobs(hook, args.dag_id, args.run_id, live=False)
     print(f"{len(found)} DLI batch job(s) of DAG run {args.dag_id} / {args.run_id} in project {hook.project_id}:")
     print(_job_table(found))
 
@@ -48,10 +48,9 @@ def jobs(args: argparse.Namespace) -> None:
 def cancel(args: argparse.Namespace) -> None:
     """Cancel the DAG run's live jobs with the operators' bulk cancel; ``--dry-run`` only lists them."""
     from airflow_provider_dli.client.cancels import bulk_cancel_counts, bulk_cancel_failure, bulk_cancel_table
-    from airflow_provider_dli.states import LIVE_STATES
 
     hook = _hook(args)
-    live = [job for job in _dag_run_jobs(hook, args.dag_id, args.run_id) if _state(job) in LIVE_STATES]
+    live = _dag_run_jobs(hook, args.dag_id, args.run_id, live=True)
     if args.dry_run or not live:
         verb = "would be cancelled (dry run)" if args.dry_run else "to cancel"
         print(f"{len(live)} live DLI batch job(s) of DAG run {args.dag_id} / {args.run_id} {verb}:")
@@ -226,11 +225,17 @@ def _hook(args: argparse.Namespace) -> DLIHook:
     return DLIHook(args.conn_id, project_id=args.project_id, caller="airflow dli")
 
 
-def _dag_run_jobs(hook: DLIHook, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-    """The run's jobs by name, as the kill switch and the run-wide notifier find them."""
-    from airflow_provider_dli.identity import owned_by
+def _dag_run_jobs(hook: DLIHook, dag_id: str, run_id: str, *, live: bool) -> list[dict[str, Any]]:
+    """The run's jobs as their owner records say (this deployment's instance id, the exact DAG and run ids), as
+    the kill switch and the run-wide notifier find them: the live ones from one listing per live state; all of
+    them (``live=False``, for a person's look) from the project's whole history."""
+    from airflow_provider_dli.identity import Scope, belongs_to, instance_id, owner_of
+    from airflow_provider_dli.owned_jobs import live_jobs_of
 
-    return [batch for batch in hook.list_batches() if owned_by(batch.get("name"), dag_id, run_id)]
+    run = Scope(instance_id(), dag_id, run_id)
+    if live:
+        return live_jobs_of(hook, run)
+    return [batch for batch in hook.list_batches() if belongs_to(owner_of(batch), run)]
 
 
 def _state(job: dict[str, Any]) -> str:

@@ -5,6 +5,8 @@ OOM-killed while its supervisor lives runs no provider code at all). The sweeper
 Kubernetes controller: it lists the live jobs, reads each job's owner from the job itself
 (:mod:`airflow_provider_dli.identity`), asks Airflow the state of that task instance through the Task SDK (no
 database access: it works on any executor), decides with :data:`DECISION_TABLE`, and cancels the orphans.
+Each job is decided on its own: a job that cannot be read or decided is logged and kept, never the end of a
+sweep.
 
 It knows nothing of operators: :class:`~airflow_provider_dli.operators.dli.DLIOrphanSweepOperator` runs
 :func:`sweep`, and :mod:`airflow_provider_dli.sweeper` makes the scheduled DAG around it.
@@ -12,6 +14,7 @@ It knows nothing of operators: :class:`~airflow_provider_dli.operators.dli.DLIOr
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -20,11 +23,13 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from airflow_provider_dli import metrics
-from airflow_provider_dli.identity import JobOwner, owner_of
-from airflow_provider_dli.states import LIVE_STATES
+from airflow_provider_dli.identity import DEFAULT_INSTANCE_ID, JobOwner, Scope, belongs_to, owner_of
+from airflow_provider_dli.owned_jobs import live_batches
 
 if TYPE_CHECKING:
     from airflow_provider_dli.hooks.dli import DLIHook
+
+log = logging.getLogger(__name__)
 
 Decision = Literal["cancel", "keep"]
 
@@ -33,12 +38,14 @@ Decision = Literal["cancel", "keep"]
 NO_DAG_RUN = "no dag run"
 NO_TASK_INSTANCE = "no task instance"
 NOT_ASKED = "not asked"
-"""For a job decided by its own facts alone (too young, superseded): Airflow is not asked about its owner."""
+"""For a job decided by its own facts alone (undated, too young): Airflow is not asked about its owner."""
 
 ACTIVE = frozenset(
     {"none", "scheduled", "queued", "running", "deferred", "restarting", "up_for_reschedule", "awaiting_input"}
 )
 ENDED = frozenset({"success", "skipped"})
+HOLDS_JOB = frozenset({"running", "deferred"})
+"""Task states in which the task's live try has submitted (or taken over) its job."""
 FAILED = frozenset({"failed", "upstream_failed", "removed"})
 
 
@@ -46,14 +53,18 @@ FAILED = frozenset({"failed", "upstream_failed", "removed"})
 class Facts:
     """Everything a decision depends on, for one live job."""
 
+    dated: bool
+    """DLI says when the job was created: without that, its age is unknown."""
     young: bool
     """The job is younger than the grace period: the failure callbacks may still be cancelling it."""
     superseded: bool
-    """A later try of the same task instance has a live job of its own."""
+    """Another live job of the same task instance was created after this one."""
     owner_state: str
     """The owner's task-instance state, ``none``, ``no task instance`` or ``no dag run``."""
     wait: bool
-    resumable: bool
+    instance_named: bool
+    """This Airflow has an instance id of its own (not the default): a DAG run it cannot find is no
+    other deployment's."""
     run_failed: bool | None = None
     """Whether the owner's DAG run failed; read only where a row needs it (a task that ended)."""
 
@@ -65,17 +76,18 @@ ANY: None = None
 class Rule:
     """One row: when every given column matches (a set: the value is in it; a bool: equal; ANY: always)."""
 
+    dated: bool | None
     young: bool | None
     superseded: bool | None
     owner_state: frozenset[str] | None
     wait: bool | None
-    resumable: bool | None
+    instance_named: bool | None
     run_failed: bool | None
     decision: Decision
     reason: str
 
     def matches(self, facts: Facts) -> bool:
-        for column in ("young", "superseded", "wait", "resumable", "run_failed"):
+        for column in ("dated", "young", "superseded", "wait", "instance_named", "run_failed"):
             wanted = getattr(self, column)
             if wanted is not ANY and getattr(facts, column) != wanted:
                 return False
@@ -85,21 +97,24 @@ class Rule:
 NO_RUN = frozenset({NO_DAG_RUN})
 NO_TI = frozenset({NO_TASK_INSTANCE})
 RETRY = frozenset({"up_for_retry"})
+ELSEWHERE = "not in this Airflow: with the default [dli] instance_id, maybe another deployment's job"
 # fmt: off
 DECISION_TABLE: tuple[Rule, ...] = (
-    # young  superseded  owner    wait   resumable  run failed
-    Rule(True,  ANY,   ANY,     ANY,   ANY,   ANY,   "keep",   "younger than the grace period"),
-    Rule(ANY,   True,  ANY,     ANY,   ANY,   ANY,   "cancel", "a later try of the task has its own job"),
-    Rule(ANY,   ANY,   NO_RUN,  ANY,   ANY,   ANY,   "cancel", "its DAG run no longer exists"),
-    Rule(ANY,   ANY,   NO_TI,   ANY,   ANY,   ANY,   "cancel", "its task instance no longer exists"),
-    Rule(ANY,   ANY,   FAILED,  ANY,   ANY,   ANY,   "cancel", "the task is {owner_state}"),
-    Rule(ANY,   ANY,   ACTIVE,  ANY,   ANY,   ANY,   "keep",   "the task is {owner_state}"),
-    Rule(ANY,   ANY,   RETRY,   ANY,   True,  ANY,   "keep",   "the retry reconnects to this job"),
-    Rule(ANY,   ANY,   RETRY,   ANY,   False, ANY,   "cancel", "the retry submits a new job"),
-    Rule(ANY,   ANY,   ENDED,   True,  ANY,   ANY,   "cancel", "the task is {owner_state}, but it was meant to wait"),
-    Rule(ANY,   ANY,   ENDED,   False, ANY,   True,  "cancel", "fire-and-forget job of a failed DAG run"),
-    Rule(ANY,   ANY,   ENDED,   False, ANY,   False, "keep",   "fire-and-forget job (wait_for_completion=False)"),
-    Rule(ANY,   ANY,   ANY,     ANY,   ANY,   ANY,   "keep",   "unknown task state {owner_state}: left alone"),
+    # dated young newer owner      wait   named  run failed
+    Rule(False, ANY,  ANY,  ANY,       ANY,   ANY,   ANY,   "keep", "no creation time: left alone"),
+    Rule(ANY,   True, ANY,  ANY,       ANY,   ANY,   ANY,   "keep", "younger than the grace period"),
+    Rule(ANY,   ANY,  True, HOLDS_JOB, ANY,   ANY,   ANY,   "cancel", "the task's live try has a newer job"),
+    Rule(ANY,   ANY,  ANY,  NO_RUN,    ANY,   False, ANY,   "keep", f"its DAG run is {ELSEWHERE}"),
+    Rule(ANY,   ANY,  ANY,  NO_RUN,    ANY,   ANY,   ANY,   "cancel", "its DAG run no longer exists"),
+    Rule(ANY,   ANY,  ANY,  NO_TI,     ANY,   False, ANY,   "keep", f"its task instance is {ELSEWHERE}"),
+    Rule(ANY,   ANY,  ANY,  NO_TI,     ANY,   ANY,   ANY,   "cancel", "its task instance no longer exists"),
+    Rule(ANY,   ANY,  ANY,  FAILED,    ANY,   ANY,   ANY,   "cancel", "the task is {owner_state}"),
+    Rule(ANY,   ANY,  ANY,  ACTIVE,    ANY,   ANY,   ANY,   "keep", "the task is {owner_state}"),
+    Rule(ANY,   ANY,  ANY,  RETRY,     ANY,   ANY,   ANY,   "keep", "the retry takes this job over"),
+    Rule(ANY,   ANY,  ANY,  ENDED,     True,  ANY,   ANY,   "cancel", "the task is {owner_state}, but meant to wait"),
+    Rule(ANY,   ANY,  ANY,  ENDED,     False, ANY,   True,  "cancel", "fire-and-forget job of a failed DAG run"),
+    Rule(ANY,   ANY,  ANY,  ENDED,     False, ANY,   False, "keep", "fire-and-forget job (wait_for_completion=False)"),
+    Rule(ANY,   ANY,  ANY,  ANY,       ANY,   ANY,   ANY,   "keep", "unknown task state {owner_state}: left alone"),
 )
 # fmt: on
 """First matching row wins. The README shows the same table."""
@@ -159,6 +174,8 @@ class SweepReport:
     not_ours: int
     verdicts: list[JobVerdict] = field(default_factory=list)
     airflow_queries: int = 0
+    undecided: int = 0
+    """Owned jobs that could not be decided (logged, kept)."""
 
     @property
     def orphans(self) -> list[JobVerdict]:
@@ -185,7 +202,7 @@ class SweepReport:
             "instance_id": self.instance_id,
             "live_jobs": self.live_jobs,
             "not_ours": self.not_ours,
-            "kept": len(self.verdicts) - len(self.orphans),
+            "kept": len(self.verdicts) - len(self.orphans) + self.undecided,
             "orphans": [
                 {
                     "batch_id": v.batch_id,
@@ -218,32 +235,25 @@ def sweep(
     now = time.time()
     owned: list[tuple[dict[str, Any], JobOwner]] = []
     live = not_ours = 0
+    deployment = Scope(instance_id)
     for batch in live_batches(hook):
         live += 1
         owner = owner_of(batch)
-        if owner is None or owner.instance != instance_id:
+        if owner is None or not belongs_to(owner, deployment):
             not_ours += 1
             continue
         owned.append((batch, owner))
     report = SweepReport(instance_id, live, not_ours)
-    states = _OwnerStateReader(airflow)
-    latest_try = _latest_tries(owner for _, owner in owned)
+    newest = _newest_jobs(owned)
     for batch, owner in owned:
-        age = now - float(batch.get("create_time") or 0) / 1000
-        facts = Facts(
-            young=age < grace_period.total_seconds(),
-            superseded=owner.try_number < latest_try[owner.task_instance],
-            owner_state=NOT_ASKED,
-            wait=owner.wait,
-            resumable=owner.resumable,
-        )
-        report.verdicts.append(
-            JobVerdict(
-                str(batch["id"]), str(batch.get("name") or ""), str(batch["state"]), age, owner, facts, "keep", ""
-            )
-        )
+        try:
+            report.verdicts.append(_verdict(batch, owner, now, grace_period, newest, instance_id))
+        except Exception:  # one job never stops a sweep: it is kept, and the log says why
+            log.exception("DLI batch job %s could not be decided: left alone", batch.get("id"))
+            report.undecided += 1
     # Ask Airflow only about the owners whose decision depends on it, in as few queries as the SDK allows.
-    undecided = [v for v in report.verdicts if not v.facts.young and not v.facts.superseded]
+    states = _OwnerStateReader(airflow)
+    undecided = [v for v in report.verdicts if v.facts.dated and not v.facts.young]
     owner_states = states.task_states(v.owner for v in undecided)
     for verdict in undecided:
         verdict.facts = replace(verdict.facts, owner_state=owner_states[verdict.owner.task_instance])
@@ -271,38 +281,44 @@ def sweep(
     return report
 
 
-LIVE_ORDER = ("starting", "running", "recovering")
-"""The order jobs move in: a job that leaves a state between two listings shows up in a later one. Newest
-first, a job leaving a listing's state (the oldest go first) never shifts a page that is still to be read."""
+def _verdict(
+    batch: Mapping[str, Any],
+    owner: JobOwner,
+    now: float,
+    grace_period: timedelta,
+    newest: Mapping[tuple[str, str, str, int], float],
+    instance_id: str,
+) -> JobVerdict:
+    """One job's facts that need no Airflow: its age, and whether its task instance has a newer live job."""
+    created = _created_seconds(batch)
+    age = now - created if created is not None else 0.0
+    facts = Facts(
+        dated=created is not None,
+        young=created is not None and age < grace_period.total_seconds(),
+        superseded=created is not None and created < newest[owner.task_instance],
+        owner_state=NOT_ASKED,
+        wait=owner.wait,
+        instance_named=instance_id != DEFAULT_INSTANCE_ID,
+    )
+    name, state = str(batch.get("name") or ""), str(batch["state"])
+    return JobVerdict(str(batch["id"]), name, state, age, owner, facts, "keep", "")
 
 
-def live_batches(hook: DLIHook) -> Iterator[dict[str, Any]]:
-    """Every live job, each with its ``req_body``: one filtered listing per live state, so a project's long
-    history is never paged through. A job missed because it changed state against the listings' order is
-    found by the next sweep. Should DLI ignore the state filter, the first listing holds every job and the
-    others are skipped. Jobs whose listing lacks ``req_body`` and whose name says this provider may have
-    submitted them are read one by one (their details always carry it)."""
-    seen: set[str] = set()
-    for state in LIVE_ORDER:
-        filter_ignored = False
-        for batch in hook.list_batches(state=state, order="CREATE_TIME_DESC"):
-            batch_id, batch_state = str(batch.get("id")), str(batch.get("state", "")).lower()
-            filter_ignored = filter_ignored or batch_state != state
-            if batch_id in seen or batch_state not in LIVE_STATES:
-                continue
-            seen.add(batch_id)
-            if "req_body" not in batch and str(batch.get("name") or "").startswith("airflow."):
-                batch = {**batch, "req_body": hook.get_batch(batch_id).get("req_body")}
-            yield {**batch, "state": batch_state}
-        if filter_ignored:
-            return
+def _created_seconds(batch: Mapping[str, Any]) -> float | None:
+    created = batch.get("create_time")
+    if isinstance(created, bool) or not isinstance(created, int | float) or created <= 0:
+        return None
+    return float(created) / 1000
 
 
-def _latest_tries(owners: Iterable[JobOwner]) -> dict[tuple[str, str, str, int], int]:
-    latest: dict[tuple[str, str, str, int], int] = defaultdict(int)
-    for owner in owners:
-        latest[owner.task_instance] = max(latest[owner.task_instance], owner.try_number)
-    return latest
+def _newest_jobs(owned: Iterable[tuple[Mapping[str, Any], JobOwner]]) -> dict[tuple[str, str, str, int], float]:
+    """When each task instance's newest live job was created (the task's latest try submitted or took it over)."""
+    newest: dict[tuple[str, str, str, int], float] = defaultdict(float)
+    for batch, owner in owned:
+        created = _created_seconds(batch)
+        if created is not None:
+            newest[owner.task_instance] = max(newest[owner.task_instance], created)
+    return newest
 
 
 class _OwnerStateReader:

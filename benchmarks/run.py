@@ -444,7 +444,7 @@ def bench_sweep(rows: list[Row]) -> None:
         dli.control("POST", "/_emulator/jobs", {"count": SWEEP_HISTORY - SWEEP_LIVE, "body": {**SEED, **finished}})
         for n in range(SWEEP_LIVE):
             dag_id, run_id = f"dag_{n % SWEEP_DAGS}", f"scheduled__2026-01-{n // SWEEP_DAGS + 1:02d}T00:00:00+00:00"
-            owner = JobOwner("airflow", dag_id, run_id, "submit", -1, 1, True, True)
+            owner = JobOwner("airflow", dag_id, run_id, "submit", -1, 1, True)
             states.setdefault(dag_id, {})[run_id] = {"submit": "failed" if n < SWEEP_ORPHANS else "running"}
             body = {**SEED, "name": f"airflow.{dag_id}.{run_id}.submit", "conf": {OWNER_CONF_KEY: owner.conf_value()}}
             dli.control("POST", "/_emulator/jobs", {"count": 1, "body": body})

@@ -10,6 +10,7 @@ import pytest
 
 from airflow_provider_dli.emulator import DLIEmulator
 from airflow_provider_dli.hooks.dli import DLIHook
+from airflow_provider_dli.identity import OWNER_CONF_KEY
 from airflow_provider_dli.operators.dli import DLICancelBatchOperator
 from tests.airflow_cli import AirflowHome
 from tests.conftest import SUBMIT_BODY, MakeHook
@@ -21,8 +22,15 @@ if TYPE_CHECKING:
 TEST_DAGS = Path(__file__).parent / "dags"
 
 
-def submit(hook: DLIHook, name: str = "job", queue: str = "etl", **conf: Any) -> str:
-    body = dict(SUBMIT_BODY, name=name, queue=queue, conf={f"dli.emulator.{k}": v for k, v in conf.items()})
+def submit(hook: DLIHook, name: str = "job", queue: str = "etl", owner: str | None = None, **conf: Any) -> str:
+    """A job; ``owner`` (a run id of the DAG ``nightly``) adds the owner record the submit operator writes."""
+    spark_conf = {f"dli.emulator.{k}": v for k, v in conf.items()}
+    if owner is not None:
+        task_id = name.rsplit(".", 1)[-1]
+        record: dict[str, Any] = {"instance": "airflow", "dag_id": "nightly", "run_id": owner, "task_id": task_id}
+        record |= {"map_index": -1, "try_number": 1, "wait": False}
+        spark_conf[OWNER_CONF_KEY] = json.dumps(record)
+    body = dict(SUBMIT_BODY, name=name, queue=queue, conf=spark_conf)
     return str(hook.create_batch(body)["id"])
 
 
@@ -180,12 +188,21 @@ def test_queue_filter_holds_when_the_server_ignores_it(dli_connection: DLIEmulat
 
 def test_operator_filter_form_and_list_only(dli_connection: DLIEmulator) -> None:
     hook = DLIHook()
-    mine = [submit(hook, name=f"airflow.nightly.scheduled__2026-11-28T00_00_00_00_00.t{n}") for n in range(3)]
-    other_run = submit(hook, name="airflow.nightly.scheduled__2026-11-27T00_00_00_00_00.t0")
-    other_queue = submit(hook, name="airflow.nightly.scheduled__2026-11-28T00_00_00_00_00.x", queue="adhoc")
+    run, before = _TaskInstance.run_id, "scheduled__2026-11-27T00:00:00+00:00"
+    mine = [
+        submit(hook, name=f"airflow.nightly.scheduled__2026-11-28T00_00_00_00_00.t{n}", owner=run) for n in range(3)
+    ]
+    other_run = submit(hook, name="airflow.nightly.scheduled__2026-11-27T00_00_00_00_00.t0", owner=before)
+    other_queue = submit(hook, name="airflow.nightly.scheduled__2026-11-28T00_00_00_00_00.x", queue="adhoc", owner=run)
     done = submit(
-        hook, name="airflow.nightly.scheduled__2026-11-28T00_00_00_00_00.y", starting_seconds=0, running_seconds=0
+        hook,
+        name="airflow.nightly.scheduled__2026-11-28T00_00_00_00_00.y",
+        owner=run,
+        starting_seconds=0,
+        running_seconds=0,
     )
+    # Named like the run's jobs, but without an owner record: no run-wide tool touches it.
+    unowned = submit(hook, name="airflow.nightly.scheduled__2026-11-28T00_00_00_00_00.z")
 
     preview = run_operator(this_dag_run=True, queue_name="etl", list_only=True)
     assert {row["batch_id"] for row in preview} == set(mine)
@@ -195,6 +212,7 @@ def test_operator_filter_form_and_list_only(dli_connection: DLIEmulator) -> None
     assert {outcome["batch_id"] for outcome in outcomes} == set(mine)
     assert {dli_connection.state_of(batch_id) for batch_id in mine} == {"dead"}
     assert dli_connection.state_of(other_run) == dli_connection.state_of(other_queue) == "starting"
+    assert dli_connection.state_of(unowned) == "starting"
     assert dli_connection.state_of(done) == "success"
 
     by_name = run_operator(job_name="2026-11-27")

@@ -452,6 +452,34 @@ def retry_after_under_the_rate_limit(emulator: DLIEmulator) -> str:
     return throttled
 
 
+def jobs_named_by_the_filter(emulator: DLIEmulator) -> list[str]:
+    for name in ("nightly", "nightly-sales", "weekly"):
+        signed(emulator, "POST", BATCHES, {**SUBMIT_BODY, "name": name})
+    return sorted(batch["name"] for batch in signed(emulator, "GET", f"{BATCHES}?job_name=nightly").json()["sessions"])
+
+
+def create_with_a_tilde_in_the_name(emulator: DLIEmulator) -> tuple[int, str | None]:
+    answer = signed(emulator, "POST", BATCHES, {**SUBMIT_BODY, "name": "airflow.nightly~1"})
+    return answer.status_code, answer.json().get("error_code")
+
+
+def req_body_forms(emulator: DLIEmulator) -> tuple[object, object]:
+    """The form of ``req_body`` in a listing and in the details: the request's key or DLI's, and the conf."""
+    body = {**SUBMIT_BODY, "auto_recovery": True, "conf": {"spark.k": "v"}}
+    batch_id = signed(emulator, "POST", BATCHES, body).json()["id"]
+    [listed] = [b for b in signed(emulator, "GET", BATCHES).json()["sessions"] if b["id"] == batch_id]
+    details = signed(emulator, "GET", f"{BATCHES}/{batch_id}").json()
+
+    def form(text: str | None) -> object:
+        if text is None:
+            return None
+        request = json.loads(text)
+        return ("autoRecovery" if "autoRecovery" in request else "auto_recovery", request["conf"])
+
+    return form(listed.get("req_body")), form(details["req_body"])
+
+
+AS_SENT = ("auto_recovery", {"spark.k": "v"})
 PLAYED: dict[tuple[str, str], tuple[Callable[[DLIEmulator], object], object]] = {
     ("cancel_finished_code", "DLI.0007"): (cancel_of_a_finished_job, (400, "DLI.0007")),
     ("cancel_finished_code", "DLI.0001"): (cancel_of_a_finished_job, (400, "DLI.0001")),
@@ -468,6 +496,14 @@ PLAYED: dict[tuple[str, str], tuple[Callable[[DLIEmulator], object], object]] = 
     ("retry_after", "rounded-down"): (retry_after_under_the_rate_limit, "0"),
     ("create_answer", "job"): (create_answer, (200, None, 1)),
     ("create_answer", "DLI.0999"): (create_answer, (400, "DLI.0999", 1)),
+    ("job_name_filter", "substring"): (jobs_named_by_the_filter, ["nightly", "nightly-sales"]),
+    ("job_name_filter", "whole"): (jobs_named_by_the_filter, ["nightly"]),
+    ("job_name_filter", "ignored"): (jobs_named_by_the_filter, ["nightly", "nightly-sales", "weekly"]),
+    ("job_name_characters", "any"): (create_with_a_tilde_in_the_name, (200, None)),
+    ("job_name_characters", "documented"): (create_with_a_tilde_in_the_name, (400, "DLI.0001")),
+    ("req_body", "request"): (req_body_forms, (AS_SENT, AS_SENT)),
+    ("req_body", "normalized"): (req_body_forms, (("autoRecovery", {"spark.k": "v"}),) * 2),
+    ("req_body", "absent"): (req_body_forms, (None, AS_SENT)),
 }
 """For each value of each reading: what a client observes over HTTP, and what that value makes it observe."""
 
@@ -527,6 +563,9 @@ def test_readings_from_the_command_line() -> None:
             "recovering": "never",
             "retry_after": "rounded-up",
             "create_answer": "job",
+            "job_name_filter": "substring",
+            "job_name_characters": "any",
+            "req_body": "request",
         }
         assert signed(url, "GET", UNKNOWN_BATCH).status_code == 404
         batch_id = signed(url, "POST", BATCHES, SUBMIT_BODY).json()["id"]

@@ -86,7 +86,7 @@ def test_the_sweeper_example_runs(dli_connection: DLIEmulator, airflow_home: Air
     """The one-line sweeper DAG: a job whose DAG run does not exist is an orphan, but not in its first minutes."""
     from airflow_provider_dli.identity import OWNER_CONF_KEY, JobOwner
 
-    owner = JobOwner("airflow", "gone", "manual__2026-01-01T00:00:00+00:00", "submit", -1, 1, True, True)
+    owner = JobOwner("airflow", "gone", "manual__2026-01-01T00:00:00+00:00", "submit", -1, 1, True)
     batch_id = DLIHook().create_batch({**SUBMIT_BODY, "conf": {OWNER_CONF_KEY: owner.conf_value()}})["id"]
     result = run_example(airflow_home, "dli_orphan_sweeper", dli_connection)
     assert result.returncode == 0, result.stdout[-3000:]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import sqlite3
 import subprocess
@@ -27,7 +28,7 @@ from airflow_provider_dli._compat import AirflowFailException
 from airflow_provider_dli.client.token_store import TOKEN_STORE
 from airflow_provider_dli.emulator import DLIEmulator
 from airflow_provider_dli.hooks.dli import DLIHook
-from airflow_provider_dli.identity import OWNER_CONF_KEY, JobOwner, owner_of
+from airflow_provider_dli.identity import OWNER_CONF_KEY, JobOwner, batch_job_name, owner_of
 from airflow_provider_dli.notifications.dli import DLICancelBatchNotifier
 from airflow_provider_dli.operators.dli import DLISubmitBatchOperator
 from airflow_provider_dli.sensors.dli import DLIBatchSensor
@@ -623,7 +624,7 @@ def test_submit_body() -> None:
     assert operator.batch_body({"ti": _TaskInstance()}) == {  # type: ignore[typeddict-item]
         "file": "obs://b/a.jar",
         "className": "A",
-        "name": "airflow.dag.manual__2026-01-01T00_00_00_00_00.submit.3",
+        "name": batch_job_name("dag", "manual__2026-01-01T00:00:00+00:00", "submit", 3),
         "queue": "etl",
         "args": ["--n", "3"],
         "pyFiles": ["obs://b/lib.py"],
@@ -634,6 +635,7 @@ def test_submit_body() -> None:
     }
     assert operator.queue != "etl"  # the executor queue is untouched
     owner = owner_of({"req_body": json.dumps(operator.batch_body({"ti": _TaskInstance()}))})  # type: ignore[typeddict-item]
+    name = operator.batch_body({"ti": _TaskInstance()})["name"]  # type: ignore[typeddict-item]
     assert owner == JobOwner(
         instance="airflow",
         dag_id="dag",
@@ -642,8 +644,9 @@ def test_submit_body() -> None:
         map_index=3,
         try_number=2,
         wait=True,
-        resumable=AIRFLOW_3_3,  # a retry reconnects on Airflow 3.3+
     )
+    # The name is a hint in DLI's characters; the run id's ':' and '+' add a hash of the exact ids.
+    assert re.fullmatch(r"airflow\.dag\.manual__2026-01-01T00_00_00_00_00-[0-9a-f]{8}\.submit\.3", name)
 
 
 def test_the_owner_entry_is_the_operators_own() -> None:

@@ -23,7 +23,8 @@ from airflow_provider_dli.emulator import DLIEmulator
 from airflow_provider_dli.hooks.dli import DLIHook
 from airflow_provider_dli.identity import OWNER_CONF_KEY, JobOwner, instance_id, owner_of
 from airflow_provider_dli.operators.dli import DLIOrphanSweepOperator
-from airflow_provider_dli.reconcile import ACTIVE, DECISION_TABLE, FAILED, Facts, decide, live_batches, sweep
+from airflow_provider_dli.owned_jobs import live_batches
+from airflow_provider_dli.reconcile import ACTIVE, DECISION_TABLE, ELSEWHERE, FAILED, Facts, decide, sweep
 from tests.airflow_cli import AIRFLOW, REPO, AirflowHome
 from tests.conftest import SUBMIT_BODY, state_polls, wait_until
 
@@ -32,11 +33,12 @@ TEST_DAGS = Path(__file__).parent / "dags"
 
 def facts(owner_state: str, **changes: Any) -> Facts:
     values: dict[str, Any] = {
+        "dated": True,
         "young": False,
         "superseded": False,
         "owner_state": owner_state,
         "wait": True,
-        "resumable": False,
+        "instance_named": True,
         "run_failed": False,
     }
     return Facts(**{**values, **changes})
@@ -44,16 +46,20 @@ def facts(owner_state: str, **changes: Any) -> Facts:
 
 # The decision table, row by row: (facts, decision, reason)
 ROWS: list[tuple[Facts, str, str]] = [
+    (facts("failed", dated=False), "keep", "no creation time: left alone"),
     (facts("failed", young=True), "keep", "younger than the grace period"),
-    (facts("running", superseded=True), "cancel", "a later try of the task has its own job"),
+    (facts("running", superseded=True), "cancel", "the task's live try has a newer job"),
+    (facts("deferred", superseded=True), "cancel", "the task's live try has a newer job"),
+    (facts("queued", superseded=True), "keep", "the task is queued"),  # the coming try may take it over
+    (facts("no dag run", instance_named=False), "keep", f"its DAG run is {ELSEWHERE}"),
     (facts("no dag run"), "cancel", "its DAG run no longer exists"),
+    (facts("no task instance", instance_named=False), "keep", f"its task instance is {ELSEWHERE}"),
     (facts("no task instance"), "cancel", "its task instance no longer exists"),
     *[(facts(state), "cancel", f"the task is {state}") for state in sorted(FAILED)],
     *[(facts(state, run_failed=True), "keep", f"the task is {state}") for state in sorted(ACTIVE)],
-    (facts("up_for_retry", resumable=True), "keep", "the retry reconnects to this job"),
-    (facts("up_for_retry", resumable=False), "cancel", "the retry submits a new job"),
-    (facts("success", wait=True), "cancel", "the task is success, but it was meant to wait"),
-    (facts("skipped", wait=True), "cancel", "the task is skipped, but it was meant to wait"),
+    (facts("up_for_retry"), "keep", "the retry takes this job over"),
+    (facts("success", wait=True), "cancel", "the task is success, but meant to wait"),
+    (facts("skipped", wait=True), "cancel", "the task is skipped, but meant to wait"),
     (facts("success", wait=False, run_failed=True), "cancel", "fire-and-forget job of a failed DAG run"),
     (facts("success", wait=False, run_failed=False), "keep", "fire-and-forget job (wait_for_completion=False)"),
     (facts("some_new_state"), "keep", "unknown task state some_new_state: left alone"),
@@ -85,12 +91,11 @@ def _owner_fields() -> dict[str, Any]:
         "map_index": -1,
         "try_number": 1,
         "wait": True,
-        "resumable": False,
     }
 
 
 def test_owner_comes_back_exactly_from_a_listing(hook: DLIHook) -> None:
-    owner = JobOwner("prod-eu", "dag with spaces/ü", "manual__2026-01-01T00:00:00+00:00", "t" * 200, 7, 3, False, True)
+    owner = JobOwner("prod-eu", "dag with spaces/ü", "manual__2026-01-01T00:00:00+00:00", "t" * 200, 7, 3, False)
     batch_id = hook.create_batch({**SUBMIT_BODY, "conf": {OWNER_CONF_KEY: owner.conf_value(), "spark.x": "1"}})["id"]
     [listed] = [batch for batch in hook.list_batches() if batch["id"] == batch_id]
     assert owner_of(listed) == owner
@@ -144,9 +149,13 @@ def background() -> Iterator[list[subprocess.Popen[bytes]]]:
         process.wait()
 
 
+INSTANCE = {"AIRFLOW__DLI__INSTANCE_ID": "prod-eu"}
+"""The deployment's own instance id: with the default, a deleted DAG run's job would be left alone."""
+
+
 def run_dag(home: AirflowHome, dag_id: str, emulator: DLIEmulator) -> subprocess.CompletedProcess[str]:
     result: subprocess.CompletedProcess[str] = home.run(
-        "dags", "test", dag_id, dags_folder=TEST_DAGS, emulator=emulator
+        "dags", "test", dag_id, dags_folder=TEST_DAGS, emulator=emulator, **INSTANCE
     )
     return result
 
@@ -159,7 +168,7 @@ def jobs_of(emulator: DLIEmulator, dag_id: str) -> set[str]:
     }
 
 
-_NO = JobOwner("", "", "", "", -1, 0, False, False)
+_NO = JobOwner("", "", "", "", -1, 0, False)
 
 
 def sweep_result(home: AirflowHome, dag_id: str) -> dict[str, Any]:
@@ -194,7 +203,7 @@ def test_one_sweep_cancels_every_orphan_and_no_healthy_job(
     assert run_dag(airflow_home, "dli_test_sweep_fire_and_forget", dli).returncode == 0
     for dag_id in ("dli_test_sweep_waiting", "dli_test_sweep_deferred"):
         polls = state_polls(dli)
-        env = airflow_home.env(TEST_DAGS, dli)
+        env = airflow_home.env(TEST_DAGS, dli, **INSTANCE)
         process = subprocess.Popen(
             [AIRFLOW, "dags", "test", dag_id], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -205,7 +214,7 @@ def test_one_sweep_cancels_every_orphan_and_no_healthy_job(
         )
     # Not ours: a job submitted without the provider's owner entry, and one of another Airflow instance.
     hook = make_hook(dli.connection())
-    other = JobOwner("other-airflow", "dli_test_sweep_no_notifier", "r", "submit", -1, 1, True, False)
+    other = JobOwner("other-airflow", "dli_test_sweep_no_notifier", "r", "submit", -1, 1, True)
     foreign = {
         hook.create_batch(SUBMIT_BODY)["id"],
         hook.create_batch({**SUBMIT_BODY, "conf": {OWNER_CONF_KEY: other.conf_value()}})["id"],
@@ -250,7 +259,7 @@ def running_jobs(make_hook: Any) -> Iterator[tuple[DLIEmulator, DLIHook]]:
 def test_a_listing_without_req_body_falls_back_to_each_jobs_details(running_jobs: tuple[DLIEmulator, DLIHook]) -> None:
     """DLI's docs disagree on whether a listing carries req_body, and on how it filters: either way works."""
     dli, hook = running_jobs
-    owner = JobOwner("airflow", "d", "r", "t", -1, 1, True, False)
+    owner = JobOwner("airflow", "d", "r", "t", -1, 1, True)
     owned = hook.create_batch({**SUBMIT_BODY, "name": "airflow.d.r.t", "conf": {OWNER_CONF_KEY: owner.conf_value()}})
     hook.create_batch({**SUBMIT_BODY, "name": "someone-elses-job"})
     sessions = [{key: value for key, value in b.items() if key != "req_body"} for b in hook.list_batches()]
@@ -298,7 +307,7 @@ def test_a_sweep_works_whichever_list_parameters_dli_takes(make_hook: Any, editi
     a server that refuses an undocumented one with 400 ``DLI.0001`` must not stop the sweep."""
     with DLIEmulator(starting_seconds=0, running_seconds=600, readings={"list_parameters": edition}) as dli:
         hook = make_hook(dli.connection())
-        failed_owner = JobOwner("airflow", "d", "r1", "t", -1, 1, True, False)
+        failed_owner = JobOwner("airflow", "d", "r1", "t", -1, 1, True)
         orphan = hook.create_batch({**SUBMIT_BODY, "conf": {OWNER_CONF_KEY: failed_owner.conf_value()}})["id"]
         airflow = RecordedAirflow({"d": {"r1": {"t": "failed"}}})
         swept = sweep(hook, airflow, instance_id="airflow", grace_period=timedelta(0))
@@ -313,8 +322,8 @@ def test_a_sweep_works_whichever_list_parameters_dli_takes(make_hook: Any, editi
 def test_a_cancel_that_fails_is_reported_and_retried_by_the_next_sweep(
     dli_emulator: DLIEmulator, hook: DLIHook
 ) -> None:
-    failed_owner = JobOwner("airflow", "d", "r1", "t", -1, 1, True, False)
-    running_owner = JobOwner("airflow", "d", "r2", "t", -1, 1, True, False)
+    failed_owner = JobOwner("airflow", "d", "r1", "t", -1, 1, True)
+    running_owner = JobOwner("airflow", "d", "r2", "t", -1, 1, True)
     orphan = hook.create_batch({**SUBMIT_BODY, "conf": {OWNER_CONF_KEY: failed_owner.conf_value()}})["id"]
     hook.create_batch({**SUBMIT_BODY, "conf": {OWNER_CONF_KEY: running_owner.conf_value()}})
     airflow = RecordedAirflow({"d": {"r1": {"t": "failed"}, "r2": {"t": "running"}}})

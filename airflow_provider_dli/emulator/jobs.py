@@ -118,9 +118,35 @@ class Job:
             "duration": updated_ms - created_ms,
         }
 
-    def as_listed_batch(self, now: float) -> dict[str, Any]:
-        """The batch object as list and details answer it: with ``req_body``, the create request as a JSON string."""
-        return {**self.as_batch(now), "req_body": json.dumps(self.body)}
+    def as_listed_batch(self, now: float, readings: Readings, *, listed: bool = False) -> dict[str, Any]:
+        """The batch object as the details (or, ``listed``, a listing) answer it: with ``req_body``, the create
+        request as a JSON string, in the form the readings say (or without it)."""
+        batch = self.as_batch(now)
+        if listed and readings.req_body == "absent":
+            return batch
+        request = normalized(self.body) if readings.req_body == "normalized" else self.body
+        return {**batch, "req_body": json.dumps(request)}
+
+
+NORMALIZED_DEFAULTS: dict[str, Any] = {"autoRecovery": False, "maxRetryTimes": 20, "modelFiles": [], "conf": {}}
+"""Fields DLI's normalized ``req_body`` carries whether or not the request gave them [INFER]."""
+
+
+def normalized(body: dict[str, Any]) -> dict[str, Any]:
+    """A create request as DLI keeps it [INFER]: every field camelCase (``auto_recovery`` -> ``autoRecovery``),
+    with DLI's defaults for those not given; the Spark ``conf`` as sent."""
+    fields = {re.sub(r"_([a-z])", lambda m: m.group(1).upper(), key): value for key, value in body.items()}
+    return {**NORMALIZED_DEFAULTS, **fields}
+
+
+JOB_NAME = re.compile(r"[A-Za-z0-9_.-]*")
+"""The job-name characters DLI documents."""
+JOB_NAME_FILTERS: dict[str, Callable[[str, str], bool]] = {
+    "substring": lambda name, wanted: wanted in name,
+    "whole": lambda name, wanted: name == wanted,
+    "ignored": lambda name, wanted: True,
+}
+"""How the list filter ``job_name`` matches, by the reading of the same name."""
 
 
 UNKNOWN_BATCH_STATUS = {"DLI.0002": 400, "DLI.0023": 404}
@@ -222,6 +248,9 @@ class BatchJobs:
         return job
 
     def _create(self, call: Call) -> Answer:
+        name = call.payload.get("name") if isinstance(call.payload, dict) else None
+        if call.readings.job_name_characters == "documented" and not JOB_NAME.fullmatch(str(name or "")):
+            raise Reject(400, "DLI.0001", "Parameter check error: name may have only letters, digits, '_', '-', '.'")
         batch = self.create(call.owner, call.payload, recovers=call.readings.recovering == "mid-run")
         if call.readings.create_answer == "DLI.0999":
             raise Reject(400, "DLI.0999", "Server-side errors occur")  # and the job exists
@@ -247,7 +276,7 @@ class BatchJobs:
         # The state filter first: building 10,000 batch objects per page would make the emulator the bottleneck.
         batches = [job.as_batch(now) for job in jobs.values() if not wanted_state or job.state(now) == wanted_state]
         filters: dict[str, Callable[[dict[str, Any], str], bool]] = {
-            "job_name": lambda b, v: v in b["name"],
+            "job_name": lambda b, v: JOB_NAME_FILTERS[call.readings.job_name_filter](b["name"], v),
             "queue_name": lambda b, v: b["queue"] == v,
             "cluster_name": lambda b, v: b["cluster_name"] == v,
             "state": lambda b, v: b["state"] == v.lower(),
@@ -267,13 +296,15 @@ class BatchJobs:
             "from": start,
             "total": len(batches),
             # req_body only for the page: a project with a long history stays cheap to list
-            "sessions": [{**b, "req_body": json.dumps(jobs[b["id"]].body)} for b in batches[start : start + size]],
+            "sessions": [
+                jobs[b["id"]].as_listed_batch(now, call.readings, listed=True) for b in batches[start : start + size]
+            ],
             "create_time": int(now * 1000),  # milliseconds, like every DLI time
         }
         return 200, page, {}
 
     def _details(self, call: Call) -> Answer:
-        return 200, self._job(call.object_id, call.readings).as_listed_batch(time.time()), {}
+        return 200, self._job(call.object_id, call.readings).as_listed_batch(time.time(), call.readings), {}
 
     def _cancel(self, call: Call) -> Answer:
         batch_id, now = call.object_id, time.time()

@@ -52,6 +52,22 @@ class Readings:
         "job",
         "what a create answers: the new job, or 400 DLI.0999 (DLI's server-side error) after it made the job",
     )
+    job_name_filter: Literal["substring", "whole", "ignored"] = _reading(
+        "substring",
+        "how the list filter job_name matches a job's name: the docs do not say (Huawei's Terraform tests expect "
+        "whole names); 'ignored' lists every job",
+    )
+    job_name_characters: Literal["any", "documented"] = _reading(
+        "any",
+        "which job names a create accepts: any of up to 128 characters, or only the documented letters, digits, "
+        "'_', '-' and '.' (another character: 400 DLI.0001)",
+    )
+    req_body: Literal["request", "normalized", "absent"] = _reading(
+        "request",
+        "the req_body of a listed job and of a job's details: the create request as sent, DLI's normalized form "
+        "of it (autoRecovery, maxRetryTimes...; the Spark conf as sent), or absent from listings (older T Cloud "
+        "docs; the details still carry the request)",
+    )
 
     def __post_init__(self) -> None:
         for name, allowed in allowed_values().items():

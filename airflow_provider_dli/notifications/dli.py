@@ -36,8 +36,9 @@ class DLICancelBatchNotifier(BaseNotifier):
         ``"{{ ti.map_index }}"``).
     :param dli_conn_id: the DLI connection (templated).
     :param project_id: overrides the connection's project (templated).
-    :param this_dag_run: instead of ids, cancel every live job that this DAG run's submit operators started
-        (their names start with ``airflow.{dag_id}.{run_id}.``), with one listing and concurrent cancels.
+    :param this_dag_run: instead of ids, cancel every live job that this DAG run's submit operators started, as
+        the jobs' owner records say (this deployment's ``[dli] instance_id``, this DAG and run, exactly), from
+        one listing per live state and with concurrent cancels.
         Meant for a DAG-level ``on_failure_callback``.
 
     Whose jobs: without ``source_task_id``, only the job(s) of the task instance whose callback fires, so the
@@ -122,15 +123,11 @@ class DLICancelBatchNotifier(BaseNotifier):
             raise DLIError(failure)
 
     def _dag_run_job_ids(self, hook: DLIHook, dag_id: str, run_id: str) -> list[str]:
-        """Every live job of the DAG run, from one listing of every page."""
-        from airflow_provider_dli.identity import owned_by
-        from airflow_provider_dli.states import LIVE_STATES
+        """Every live job of the DAG run, as the jobs' owner records say: one listing per live state."""
+        from airflow_provider_dli.identity import Scope, instance_id
+        from airflow_provider_dli.owned_jobs import live_jobs_of
 
-        return [
-            str(batch["id"])
-            for batch in hook.list_batches()
-            if str(batch.get("state", "")).lower() in LIVE_STATES and owned_by(batch.get("name"), dag_id, run_id)
-        ]
+        return [str(batch["id"]) for batch in live_jobs_of(hook, Scope(instance_id(), dag_id, run_id))]
 
     def _batch_ids_from_xcom(self, context: Context) -> list[str]:
         ti = context.get("ti")

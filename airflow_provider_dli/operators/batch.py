@@ -16,7 +16,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_dli import metrics
-from airflow_provider_dli._compat import RETRIES_RECONNECT, ResumableJobMixin, conf
+from airflow_provider_dli._compat import ResumableJobMixin, conf
 from airflow_provider_dli.operators.arguments import (
     CONNECTION_FIELDS,
     Check,
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_dli.hooks.dli import DLIHook
+    from airflow_provider_dli.identity import JobOwner
 
 # SIGTERM gives a task 5 s before SIGKILL: the cancel in on_kill must fit in that whatever the server does
 # (an attempt ends after connect + read timeouts in all; every request of the call ends within the deadline).
@@ -92,8 +93,10 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
     can always find it. The job is cancelled when the task is killed or times out while waiting (``on_kill``),
     and when a deferred wait ends by timeout or is ended by a person (the trigger).
 
-    On Airflow 3.3+ a retried task reconnects to its still-running job instead of submitting it again
-    (``durable``, ``task_state_store``). On Airflow 3.1 and 3.2 a retry submits a new job.
+    At most one job per try: a retry takes over the newest job of its earlier tries (on Airflow 3.3+ it
+    reconnects through ``task_state_store``; otherwise, and for a job whose create answer was lost, it finds the
+    job by the owner record the job carries), waits for it if it is live, succeeds with it if it succeeded, and
+    submits anew only after it failed. A person's clear runs the job again.
 
     :param file: the application: an OBS path or a DLI package name (templated).
     :param class_name: the main class (templated).
@@ -101,8 +104,9 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         which ``default_args`` often sets for Celery and which must not become the DLI queue silently.
     :param args, jars, py_files, files: lists of strings (templated).
     :param conf: Spark configuration (templated).
-    :param name: the job name (<= 128 characters); by default ``airflow.{dag_id}.{run_id}.{task_id}``,
-        which lets a DAG run's jobs be found and cancelled together.
+    :param name: the job name (<= 128 characters); by default ``airflow.{dag_id}.{run_id}.{task_id}`` in DLI's
+        documented characters. A name is a hint for people and for DLI's list filter: whose job it is, every
+        tool reads from the owner record (``spark.airflow.dli.owner`` in the Spark conf), whatever the name.
     :param driver_memory, executor_memory: like ``"2G"``; ``driver_cores``, ``executor_cores``,
         ``num_executors``: whole numbers; ``spark_version``; ``sc_type``: ``A``, ``B`` or ``C`` (templated).
     :param extra_body: any other field of the create-job API (``modules``, ``image``, ``obs_bucket``,
@@ -214,6 +218,8 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         self.openlineage_inject_parent_job_info = openlineage_inject_parent_job_info
         self.openlineage_inject_transport_info = openlineage_inject_transport_info
         self.batch_id: str | None = None
+        self.taken_over = False
+        """This try adopted an earlier try's job (rather than submitting its own)."""
         self.waiting_since: float | None = None
         """Epoch seconds this try got its job: the wait's lines say how long it has waited since."""
         for field in ("file", "class_name"):
@@ -259,13 +265,18 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         return body
 
     def _owner_conf(self, context: Context) -> dict[str, str]:
-        """The Spark conf entry that tells the orphan sweeper exactly which task instance owns the job."""
-        from airflow_provider_dli.identity import OWNER_CONF_KEY, JobOwner, instance_id
+        """The Spark conf entry that tells every tool exactly which task instance, and which try, owns the job."""
+        from airflow_provider_dli.identity import OWNER_CONF_KEY
 
         if self.conf is not None and OWNER_CONF_KEY in self.conf:
             raise ValueError(f"conf[{OWNER_CONF_KEY!r}] is set by the operator, to record the job's owner")
+        return {OWNER_CONF_KEY: self._owner(context).conf_value()}
+
+    def _owner(self, context: Context) -> JobOwner:
+        from airflow_provider_dli.identity import JobOwner, first_try, instance_id
+
         ti = context["ti"]
-        owner = JobOwner(
+        return JobOwner(
             instance=instance_id(),
             dag_id=ti.dag_id,
             run_id=ti.run_id,
@@ -273,42 +284,43 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
             map_index=ti.map_index if ti.map_index is not None else -1,
             try_number=ti.try_number,
             wait=bool(self.wait_for_completion),
-            resumable=RETRIES_RECONNECT and self.wait_for_completion and not self.deferrable and self.durable,
+            first_try=first_try(ti.try_number, getattr(ti, "max_tries", None), self.retries or 0),
+            ti_id=str(getattr(ti, "id", "") or ""),
         )
-        return {OWNER_CONF_KEY: owner.conf_value()}
 
     def execute(self, context: Context) -> Any:
         from airflow_provider_dli.progress import progress_log_interval
 
         self.batch_id = None  # per try: an in-process retry may reuse this instance
+        self.taken_over = False
         progress_log_interval()  # a bad [dli] option fails the task before it submits, not while it waits
         if not self.wait_for_completion:
             return self.submit_job(context)
         if self.deferrable:
             return self._submit_and_defer(context)
+        owner, store = self._owner(context), context.get("task_state_store")
+        if store is not None and owner.try_number > 1 and owner.first_try == owner.try_number:
+            # A person cleared the task: run its job again, not the job Airflow 3.3 remembers from before.
+            store.delete(self.external_id_key)
         # Airflow 3.3's mixin returns poll_until_complete's None when a retry reconnects: the batch id still.
         return self.execute_resumable(context) or self.batch_id
 
     # ResumableJobMixin: how to submit, check and wait for one job
 
     def submit_job(self, context: Context) -> str:
-        """Submit the job, or adopt the one this task instance already has: never two of them.
+        """Submit the job, or take over the one this task instance already has: at most one job per try.
 
-        A job under the default name is this task instance's own. A retry first looks for a live one (an
-        earlier try's, whose id never reached Airflow or which Airflow < 3.3 cannot reconnect to). After a
-        create whose answer was lost (the request may have reached DLI), the job is looked for by its name.
-
-        A deferrable task's retry never adopts: every way its earlier try ended (its trigger's deadline or
-        error, a person clearing or failing it) cancels that job, and adopting it would race the cancel (a
-        cleared task re-attached to the job its trigger's ``on_kill`` was cancelling).
+        Whose job it is, the owner record says (:func:`~airflow_provider_dli.identity.belongs_to`), never the
+        name. A retry first looks for the newest job of the earlier tries since the task's first try (a person's
+        clear starts anew): one still live is adopted, one that succeeded is this task's success, and after one
+        that failed or was cancelled the retry submits anew. After a create whose answer may hide a job (no
+        answer, a reset, a server error, an answer that cannot be read), this try's job is looked for.
         """
         from airflow_provider_dli.client.errors import DLIError
 
         body = self.batch_body(context)
-        ti = context["ti"]
-        own_name = self.name is None
-        retry = ti.try_number > 1 and not self.deferrable
-        batch_id = self._adopt(body["name"], context, "an earlier try") if own_name and retry else None
+        owner = self._owner(context)
+        batch_id = self._earlier_tries_job(body["name"], owner, context) if owner.try_number > owner.first_try else None
         if batch_id is None:
             try:
                 batch_id = str(self.hook.create_batch(body)["id"])
@@ -316,57 +328,60 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
             except DLIError as lost:
                 if not lost.answer.may_have_acted:
                     raise  # refused, or never sent: DLI created nothing
-                batch_id = self._adopt_after_lost_answer(body["name"], context, lost, own_name)
+                batch_id = self._this_tries_job(body["name"], owner, context, lost)
         self._remember(batch_id, context)
         return batch_id
 
-    def _adopt_after_lost_answer(self, name: str, context: Context, lost: Exception, own_name: bool) -> str:
+    def _earlier_tries_job(self, name: str, owner: JobOwner, context: Context) -> str | None:
+        """The newest job of the earlier tries, to take over, unless it failed; older live ones are cancelled."""
         from airflow_provider_dli.exceptions import DLIError
+        from airflow_provider_dli.owned_jobs import search_floor, tries_jobs
 
-        if not own_name:
-            raise DLIError(
-                f"{lost}. DLI may have created the job anyway; it is named {name!r}, which is not this task "
-                "instance's own name (name= is set), so it was not looked for"
-            ) from lost
-        self.log.warning("The answer to the job's creation was lost (%s): looking for a job named %s", lost, name)
+        earlier = range(owner.first_try, owner.try_number)
         try:
-            adopted = self._adopt(name, context, "this try, whose answer was lost")
-        except DLIError as listing:
+            found = tries_jobs(self.hook, owner, earlier, name=name, since_ms=search_floor(context.get("dag_run")))
+        except DLIError as error:
             raise DLIError(
-                f"{lost}. DLI may have created the job anyway, named {name!r}; it could not be looked for "
-                f"({listing}): a retry looks for it again before submitting"
-            ) from lost
-        if adopted is None:
-            raise DLIError(f"{lost}. No live DLI job named {name!r} was found, so none was adopted") from lost
-        return adopted
-
-    def _adopt(self, name: str, context: Context, submitted_by: str) -> str | None:
-        """The id of this task instance's live job, if it has one; any older live duplicates are cancelled."""
-        from airflow_provider_dli.identity import owned_by
-
-        ti = context["ti"]
-        map_index = getattr(ti, "map_index", -1)
-        mine = sorted(
-            (
-                batch
-                for batch in self.hook.list_batches(job_name=name)
-                if owned_by(batch.get("name"), ti.dag_id, ti.run_id, ti.task_id, map_index)
-                and str(batch.get("state", "")).lower() in LIVE_STATES
-            ),
-            key=lambda batch: int(batch.get("create_time") or 0),
-            reverse=True,
-        )
-        if not mine:
+                f"The jobs of this task's earlier tries could not be looked for ({error}), so no job was submitted, "
+                "lest it run twice: a retry looks for them again"
+            ) from error
+        if not found:
             return None
-        adopted, duplicates = str(mine[0]["id"]), [str(batch["id"]) for batch in mine[1:]]
-        self.log.info("Adopting DLI batch job %s (%s), submitted by %s", adopted, name, submitted_by)
-        metrics.count("dli.batch.adopted")
+        (newest, newest_owner), older = found[0], found[1:]
+        batch_id, state = str(newest["id"]), newest["state"]
+        if state not in LIVE_STATES and state != "success":
+            self.log.info("The earlier try's DLI batch job %s ended %s: submitting the job anew", batch_id, state)
+            return None
+        self.log.info("Adopting DLI batch job %s (%s), submitted by try %d", batch_id, state, newest_owner.try_number)
+        duplicates = [str(batch["id"]) for batch, _ in older if batch["state"] in LIVE_STATES]
         if duplicates:
             self.log.warning("Cancelling %d older live job(s) of this task instance: %s", len(duplicates), duplicates)
             from airflow_provider_dli.client.cancels import bulk_cancel_counts
 
             self.log.info("%s", bulk_cancel_counts(self.hook.cancel_batches(duplicates)))
-        return adopted
+        metrics.count("dli.batch.adopted")
+        self.taken_over = True
+        return batch_id
+
+    def _this_tries_job(self, name: str, owner: JobOwner, context: Context, lost: Exception) -> str:
+        from airflow_provider_dli.exceptions import DLIError
+        from airflow_provider_dli.owned_jobs import search_floor, tries_jobs
+
+        self.log.warning("DLI may have created the job although its answer said otherwise (%s): looking for it", lost)
+        try:
+            this_try = range(owner.try_number, owner.try_number + 1)
+            found = tries_jobs(self.hook, owner, this_try, name=name, since_ms=search_floor(context.get("dag_run")))
+        except DLIError as listing:
+            raise DLIError(
+                f"{lost}. DLI may have created the job anyway, named {name!r}; it could not be looked for "
+                f"({listing}): a retry looks for it before submitting"
+            ) from lost
+        if not found:
+            raise DLIError(f"{lost}. No job of this try was found at DLI, so none was adopted") from lost
+        batch_id = str(found[0][0]["id"])
+        self.log.info("Adopting DLI batch job %s (%s), created by this try", batch_id, name)
+        metrics.count("dli.batch.adopted")
+        return batch_id
 
     def get_job_status(self, external_id: Any, context: Context) -> str:
         return self.hook.get_batch_state(str(external_id))
@@ -382,6 +397,16 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         if self.batch_id != batch_id:  # reconnected on a retry: this try's XCom is empty
             self.log.info("Reconnecting to DLI batch job %s submitted by an earlier try", batch_id)
             self._remember(batch_id, context)
+            self.taken_over = True
+        state = self._wait(batch_id)
+        if state == "dead" and self.taken_over:
+            batch_id = self._submit_anew(batch_id, context)
+            if (store := context.get("task_state_store")) is not None:
+                store.set(self.external_id_key, batch_id)  # a later retry reconnects to this one
+            state = self._wait(batch_id)
+        self._finish(batch_id, state)
+
+    def _wait(self, batch_id: str) -> str:
         from airflow_provider_dli.progress import WaitProgress
 
         unknown, outage = UnknownStates(batch_id), Outage(self.outage_tolerance)
@@ -393,7 +418,18 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
                 self._cancel_before_failing(batch_id)
                 raise AirflowException(problem + "; it was cancelled")
             time.sleep(self.poll_interval)
-        self._finish(batch_id, state)
+        return state
+
+    def _submit_anew(self, dead_batch_id: str, context: Context) -> str:
+        """A retry that took over an earlier try's job which then ended ``dead`` (it failed, or the earlier try
+        was cancelling it) runs the job again, as a retry that found it dead would have."""
+        self.log.warning(
+            "DLI batch job %s, taken over from an earlier try, ended dead: this retry submits the job anew",
+            dead_batch_id,
+        )
+        self._copy_log_tail(dead_batch_id, "dead")
+        self.taken_over = False
+        return self.submit_job(context)
 
     def _poll(self, batch_id: str, outage: Outage) -> str | None:
         """The job's state; None after a failed poll that the wait goes on through (as the trigger's does)."""
@@ -418,9 +454,11 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
     # Deferrable waiting
 
     def _submit_and_defer(self, context: Context) -> NoReturn:
+        self._defer_on(self.submit_job(context))
+
+    def _defer_on(self, batch_id: str) -> NoReturn:
         from airflow_provider_dli.triggers.dli import DLIBatchTrigger
 
-        batch_id = self.submit_job(context)
         deadline = None
         backstop: timedelta | None = None
         if self.execution_timeout is not None:
@@ -440,10 +478,11 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
                 waiting_since=self.waiting_since,
             ),
             method_name="execute_complete",
+            kwargs={"taken_over": self.taken_over},
             timeout=backstop,
         )
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> str:
+    def execute_complete(self, context: Context, event: dict[str, Any], taken_over: bool = False) -> str:
         batch_id = str(event["batch_id"])
         self.batch_id = batch_id
         status = event["status"]
@@ -455,6 +494,8 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         if status == "error":
             self._cancel_before_failing(batch_id)  # the job must not outlive the task
             raise AirflowException(f"Lost track of DLI batch job {batch_id}, so it was cancelled: {event['message']}")
+        if status == "dead" and taken_over:
+            self._defer_on(self._submit_anew(batch_id, context))
         self._finish(batch_id, status)
         return batch_id
 

@@ -37,9 +37,10 @@ class DLICancelBatchOperator(BaseOperator):
 
     :param batch_id: one job id or a list of them (templated), e.g. ``"{{ ti.xcom_pull(task_ids='submit') }}"``.
     :param queue_name: filter: jobs in this DLI queue (templated).
-    :param job_name: filter: jobs whose name contains this (templated); DLI's list API filters by it too.
-    :param this_dag_run: filter: jobs that this DAG run's submit operators started (their names start
-        with ``airflow.{dag_id}.{run_id}.``); the kill switch for a failed run.
+    :param job_name: filter: jobs whose name contains this (templated), matched here whatever DLI's list
+        filter does; a job named by it is cancelled whoever submitted it.
+    :param this_dag_run: filter: jobs that this DAG run's submit operators started, as their owner records say
+        (this deployment's ``[dli] instance_id``, this DAG and run, exactly); the kill switch for a failed run.
     :param states: filter: which states count as live (default ``starting``, ``running``, ``recovering``).
     :param list_only: the dry run: with a filter, only list (and return) the jobs it would cancel. (Not
         ``dry_run``: that is a method of BaseOperator.)
@@ -154,23 +155,23 @@ class DLICancelBatchOperator(BaseOperator):
         return outcomes
 
     def matching_jobs(self, hook: DLIHook, context: Context) -> list[dict[str, Any]]:
-        """The live jobs that the filter matches, from one listing (a job that moves from ``starting`` to
-        ``running`` while the pages are read is not missed); names are matched here too, since how DLI's
-        list API matches ``job_name`` is not documented, and queues too, so that a server that ignored the
-        filter could never widen a cancel to the whole project."""
-        from airflow_provider_dli.identity import owned_by
+        """The live jobs that the filter matches, from one listing per live state (never the project's history).
+        Every filter is matched here, not by DLI: how DLI's ``job_name`` filter matches is not documented (whole
+        names, parts, or not at all), and a server that ignored a filter must never widen a cancel. A DAG run's
+        jobs are those whose owner record names this deployment and this run exactly."""
+        from airflow_provider_dli.identity import Scope, belongs_to, instance_id, owner_of
+        from airflow_provider_dli.owned_jobs import live_batches
 
-        run = (context["ti"].dag_id, context["ti"].run_id) if self.this_dag_run else None
+        run = Scope(instance_id(), context["ti"].dag_id, context["ti"].run_id) if self.this_dag_run else None
         if self.job_name is not None and (not isinstance(self.job_name, str) or not self.job_name.strip()):
             raise ValueError(f"job_name must be a non-empty string; got {self.job_name!r}")
-        listing = hook.list_batches(queue_name=self.queue_name, job_name=self.job_name)
         return [
             batch
-            for batch in listing
-            if str(batch.get("state", "")).lower() in self.states
+            for batch in live_batches(hook, read_owners=run is not None)
+            if batch["state"] in self.states
             and (self.job_name is None or self.job_name in str(batch.get("name") or ""))
             and (self.queue_name is None or self.queue_name in (batch.get("queue"), batch.get("cluster_name")))
-            and (run is None or owned_by(batch.get("name"), *run))
+            and (run is None or belongs_to(owner_of(batch), run))
         ]
 
     def _cancel_one(self, hook: DLIHook, batch_id: str) -> CancelResult:

@@ -124,8 +124,8 @@ class DLIOrphanSweepOperator(BaseOperator):
             shown_on = None
         if shown_on:
             self.log.info(
-                "Sweeping for the default Airflow instance id %r (see the warning in the sweep of %s; delete the "
-                "Airflow Variable %s to see it again)",
+                "Sweeping for the default Airflow instance id %r: jobs whose DAG run is not in this Airflow are left "
+                "alone (see the warning in the sweep of %s; delete the Airflow Variable %s to see it again)",
                 default,
                 shown_on,
                 DEFAULT_INSTANCE_ID_WARNED,
@@ -133,8 +133,9 @@ class DLIOrphanSweepOperator(BaseOperator):
             return
         self.log.warning(
             "Sweeping for the default Airflow instance id %r. If another Airflow deployment submits jobs to DLI "
-            "project %s with the default id too, this sweeper takes its jobs for its own and cancels those whose "
-            "DAG runs it cannot find here. Give each deployment its own id: set AIRFLOW__DLI__INSTANCE_ID (or "
+            "project %s with the default id too, this sweeper cannot tell its jobs from this deployment's, so it "
+            "leaves alone every job whose DAG run or task instance is not in this Airflow (it may be the other's) "
+            "instead of cancelling it as an orphan. Give each deployment its own id: set AIRFLOW__DLI__INSTANCE_ID (or "
             "[dli] instance_id) to the same value on ALL of its components, every worker included (a job records "
             "the id of the worker that submitted it; the sweeper sweeps the jobs of its own). Jobs submitted "
             "before the change keep the id %r, and this sweeper then leaves them alone: list the orphans among "

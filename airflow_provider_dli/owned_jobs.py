@@ -1,0 +1,140 @@
+"""Finding the jobs of a deployment, DAG run or task instance at DLI: bounded listings, matched on owner records.
+
+Two ways to list, both of which never depend on how DLI's ``job_name`` filter matches (the docs do not say:
+whole names, parts of names, or not at all):
+
+- :func:`live_batches`: every live job, one listing per live state, so a project's long history of finished
+  jobs is never paged through. The kill switch, the run-wide notifier and the orphan sweeper use it.
+- :func:`jobs_of`: a task instance's jobs in any state, for the submit operator's look-up after an answer that
+  may hide a created job, and for a retry's take-over. Its listing asks DLI for the job's name (a hint that
+  narrows the listing wherever DLI honours it) and stops at jobs older than the run of the task.
+
+Either way the owner record decides (:func:`~airflow_provider_dli.identity.belongs_to`), never the name.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from typing import Any, Protocol
+
+from airflow_provider_dli.identity import JobOwner, Scope, belongs_to, owner_of
+from airflow_provider_dli.states import LIVE_STATES
+
+log = logging.getLogger(__name__)
+
+LIVE_ORDER = ("starting", "running", "recovering")
+"""The order jobs move in: a job that leaves a state between two listings shows up in a later one. Newest
+first, a job leaving a listing's state (the oldest go first) never shifts a page that is still to be read."""
+CLOCK_MARGIN_MS = 15 * 60 * 1000
+"""How far DLI's clock may be from Airflow's: DLI refuses a request signed more than 15 minutes off."""
+SEARCH_LIMIT = 5000
+"""Jobs a task instance's look-up reads at most, should DLI ignore both the name and the order asked for."""
+
+
+class BatchLister(Protocol):
+    """What these listings need from a hook (or a client)."""
+
+    def list_batches(self, *, page_size: int = 100, **filters: Any) -> Iterator[dict[str, Any]]: ...
+    def get_batch(self, batch_id: str) -> dict[str, Any]: ...
+
+
+def live_batches(hook: BatchLister, *, read_owners: bool = True) -> Iterator[dict[str, Any]]:
+    """Every live job (``state`` lower-case): one filtered listing per live state. A job missed because it
+    changed state against the listings' order is found by the next run. Should DLI ignore the state filter, the
+    first listing holds every job and the others are skipped. With ``read_owners``, a job whose listing lacks
+    ``req_body`` (older T Cloud docs) and whose name has this provider's form is read in full (its details
+    carry ``req_body``)."""
+    seen: set[str] = set()
+    for state in LIVE_ORDER:
+        filter_ignored = False
+        for batch in hook.list_batches(state=state, order="CREATE_TIME_DESC"):
+            batch_id, batch_state = str(batch.get("id")), str(batch.get("state", "")).lower()
+            filter_ignored = filter_ignored or batch_state != state
+            if batch_id in seen or batch_state not in LIVE_STATES:
+                continue
+            seen.add(batch_id)
+            if read_owners and str(batch.get("name") or "").startswith("airflow."):
+                batch = _with_request(hook, batch)
+            yield {**batch, "state": batch_state}
+        if filter_ignored:
+            return
+
+
+def live_jobs_of(hook: BatchLister, scope: Scope) -> list[dict[str, Any]]:
+    """The live jobs that belong to ``scope``."""
+    return [batch for batch in live_batches(hook) if belongs_to(owner_of(batch), scope)]
+
+
+Found = list[tuple[dict[str, Any], JobOwner]]
+"""Jobs with their owner records."""
+
+
+def jobs_of(hook: BatchLister, scope: Scope, *, name: str, since_ms: int | None) -> Found:
+    """``scope``'s jobs in any state, newest first, with their owners. ``name`` (the name the scope's jobs were
+    given) is sent as DLI's ``job_name`` filter, a hint only; reading stops at the first job created before
+    ``since_ms`` (epoch ms) while the listing comes newest first, and after :data:`SEARCH_LIMIT` jobs."""
+    found: Found = []
+    newest_first, previous = True, None
+    for read, batch in enumerate(hook.list_batches(job_name=name, order="CREATE_TIME_DESC"), start=1):
+        created = _created_ms(batch)
+        if created is not None:
+            newest_first = newest_first and (previous is None or created <= previous)
+            previous = created
+            if newest_first and since_ms is not None and created < since_ms:
+                break
+        if batch.get("name") == name:
+            batch = _with_request(hook, batch)
+        owner = owner_of(batch)
+        if owner is not None and belongs_to(owner, scope):
+            found.append(({**batch, "state": str(batch.get("state", "")).lower()}, owner))
+        if read >= SEARCH_LIMIT:
+            log.warning("Stopped looking for the jobs of %s after %d jobs of the listing", name, read)
+            break
+    return sorted(found, key=lambda pair: _created_ms(pair[0]) or 0, reverse=True)
+
+
+def tries_jobs(hook: BatchLister, owner: JobOwner, tries: range, *, name: str, since_ms: int | None) -> Found:
+    """The jobs of these tries of ``owner``'s task instance, in this run of the task, newest first; for this try
+    alone, the job of its exact task-instance id."""
+    this_try = owner.ti_id if owner.try_number in tries else ""
+    scope = Scope(
+        owner.instance,
+        owner.dag_id,
+        owner.run_id,
+        owner.task_id,
+        owner.map_index,
+        first_try=owner.first_try,
+        tries=tries,
+        ti_id=this_try or None,
+    )
+    return jobs_of(hook, scope, name=name, since_ms=since_ms)
+
+
+def search_floor(dag_run: object) -> int | None:
+    """Epoch ms before which no job of this DAG run can have been created (DLI's clock may be off by a margin)."""
+    started = getattr(dag_run, "start_date", None) or getattr(dag_run, "run_after", None)
+    if not isinstance(started, datetime):
+        return None
+    return int(started.timestamp() * 1000) - CLOCK_MARGIN_MS
+
+
+def _with_request(hook: BatchLister, batch: Mapping[str, Any]) -> dict[str, Any]:
+    """The batch with its ``req_body``, read from its details when the listing left it out; as it is when even
+    that fails (one job's details must not end a listing: the job then has no owner record to act on)."""
+    if "req_body" in batch:
+        return dict(batch)
+    try:
+        return {**batch, "req_body": hook.get_batch(str(batch.get("id"))).get("req_body")}
+    except Exception as error:
+        log.warning("Could not read the details of DLI batch job %s: %s", batch.get("id"), error)
+        return dict(batch)
+
+
+def _created_ms(batch: Mapping[str, Any]) -> int | None:
+    """The job's creation time (epoch ms); None when DLI gave none, or something else."""
+    created = batch.get("create_time")
+    if isinstance(created, bool) or not isinstance(created, int | float) or created <= 0:
+        return None
+    return int(created)
