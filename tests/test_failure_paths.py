@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -231,21 +232,27 @@ def test_deferral_timeout(long_jobs: DLIEmulator, airflow_home: AirflowHome) -> 
 
 
 def run_until_waiting_then_finish(home: AirflowHome, dag_id: str, emulator: DLIEmulator) -> str:
-    """``airflow dags test`` until a task waits on a job (a state poll is answered); then end every job."""
-    with subprocess.Popen(
-        [AIRFLOW, "dags", "test", dag_id],
-        env=home.env(TEST_DAGS, emulator),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    ) as process:
-        try:
-            wait_until(lambda: state_polls(emulator) > 0 or process.poll() is not None, "a task to wait on a job")
-            for batch_id in list(emulator.jobs):
-                emulator.finish(batch_id)
-            output, _ = process.communicate(timeout=300)
-        finally:
-            process.kill()
+    """``airflow dags test`` until a task waits on a job (a state poll is answered); then end every job.
+
+    The output goes to a file, not a pipe: nobody reads a pipe while the test waits, and output past the pipe's
+    64 KiB buffer would block the run before it ever polls."""
+    with tempfile.TemporaryFile(mode="w+") as log:
+        with subprocess.Popen(
+            [AIRFLOW, "dags", "test", dag_id],
+            env=home.env(TEST_DAGS, emulator),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        ) as process:
+            try:
+                wait_until(lambda: state_polls(emulator) > 0 or process.poll() is not None, "a task to wait on a job")
+                for batch_id in list(emulator.jobs):
+                    emulator.finish(batch_id)
+                process.wait(timeout=300)
+            finally:
+                process.kill()
+        log.seek(0)
+        output = log.read()
     assert process.returncode == 0, output[-3000:]
     return output
 
