@@ -1,5 +1,5 @@
-"""DLI batch-job states, and how a wait judges its polls. Their own module, free of the package's imports, so
-that operators can check them while a DAG file is parsed without loading the hook (and ``requests``)."""
+"""DLI batch-job and SQL-job states, and how a wait judges its polls. Their own module, free of the package's
+imports, so that operators can check them while a DAG file is parsed without loading the hook (and ``requests``)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,11 @@ TERMINAL_STATES = frozenset({"success", "dead"})
 """``success`` (the console's Finished) and ``dead`` (Failed, and what a cancelled job becomes)."""
 KNOWN_STATES = LIVE_STATES | TERMINAL_STATES
 
+SQL_LIVE_STATES = frozenset({"LAUNCHING", "RUNNING"})
+SQL_TERMINAL_STATES = frozenset({"FINISHED", "FAILED", "CANCELLED"})
+"""A SQL job's statuses, upper-case as DLI sends them; only a cancel makes a job ``CANCELLED``."""
+SQL_KNOWN_STATES = SQL_LIVE_STATES | SQL_TERMINAL_STATES
+
 UNKNOWN_STATE_POLLS = 3
 """Consecutive polls that may read a state outside the documented five before waiting ends in an error: a
 passing oddity is tolerated, a state DLI added (or a proxy invented) is reported instead of polled forever."""
@@ -22,22 +27,31 @@ passing oddity is tolerated, a state DLI added (or a proxy invented) is reported
 class UnknownStates:
     """Counts a wait's consecutive polls that read an undocumented state (``FAILED``, ``cancelled``...)."""
 
-    def __init__(self, batch_id: str, limit: int = UNKNOWN_STATE_POLLS) -> None:
+    def __init__(
+        self,
+        batch_id: str,
+        limit: int = UNKNOWN_STATE_POLLS,
+        *,
+        known: frozenset[str] = KNOWN_STATES,
+        noun: str = "batch job",
+    ) -> None:
         self.batch_id = batch_id
         self.limit = limit
+        self.known = known
+        self.noun = noun
         self.seen = 0
 
     def check(self, state: str) -> str | None:
         """None while waiting may go on; the error message once ``limit`` polls in a row read unknown states."""
-        if state in KNOWN_STATES:
+        if state in self.known:
             self.seen = 0
             return None
         self.seen += 1
         if self.seen < self.limit:
             return None
         return (
-            f"DLI reports batch job {self.batch_id} in state {state!r}, which is none of the documented states "
-            f"{sorted(KNOWN_STATES)}, {self.seen} polls in a row: stopped waiting for it"
+            f"DLI reports {self.noun} {self.batch_id} in state {state!r}, which is none of the documented states "
+            f"{sorted(self.known)}, {self.seen} polls in a row: stopped waiting for it"
         )
 
 

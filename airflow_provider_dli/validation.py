@@ -35,6 +35,15 @@ def validate_batch_id(batch_id: object, field: str = "batch_id") -> str:
     )
 
 
+def validate_sql_job_id(job_id: object, field: str = "job_id") -> str:
+    """Return ``job_id`` if it is a DLI SQL job id (a UUID, as batch ids are); else a ValueError naming ``field``."""
+    if isinstance(job_id, str) and BATCH_ID.fullmatch(job_id):
+        return job_id
+    raise ValueError(
+        f"{field} must be a DLI SQL job id, a UUID such as '0a324461-d9d9-45da-a52a-3b3c7a3d809e'; got {shown(job_id)}"
+    )
+
+
 def validate_project_id(project_id: object, where: str) -> str:
     if isinstance(project_id, str) and PROJECT_ID.fullmatch(project_id):
         return project_id

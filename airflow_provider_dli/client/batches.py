@@ -7,24 +7,22 @@ that names the field.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from airflow_provider_dli.client.answers import UNREADABLE
 from airflow_provider_dli.client.cancels import (
+    BATCH_SETTLED,
     CANCEL_SETTLE_TIMEOUT,
-    NOT_TRIED,
-    REFUSED_CANCEL,
-    SETTLE_POLL,
     BulkCancelOutcome,
     CancelResult,
+    cancel_many,
+    judge_refused_cancel,
 )
 from airflow_provider_dli.client.conversation import Conversation
-from airflow_provider_dli.client.errors import DLIAPIError, error_text
+from airflow_provider_dli.client.errors import DLIAPIError
 from airflow_provider_dli.states import LIVE_STATES, TERMINAL_STATES
-from airflow_provider_dli.validation import BATCH_ID, shown, validate_batch_id, validate_max_workers
+from airflow_provider_dli.validation import BATCH_ID, shown, validate_batch_id
 
 DEFAULT_MAX_RETRY_TIMES = 20
 """DLI's documented default for ``max_retry_times``: how often it restarts an ``auto_recovery`` job's driver."""
@@ -244,82 +242,17 @@ class BatchJobs(Conversation):
         self.log.debug("Cancelled DLI batch job %s", batch_id)
         return {"batch_id": batch_id, "cancelled": True, "outcome": "cancelled", "state": None}
 
+    def cancel_batches(self, batch_ids: Iterable[str], *, max_workers: int = 16) -> list[BulkCancelOutcome]:
+        """Cancel many jobs at once: one outcome per distinct id, in order; one failure never stops the others,
+        except a refusal of the credentials (see :func:`~airflow_provider_dli.client.cancels.cancel_many`)."""
+        return cancel_many(self, batch_ids, self.cancel_batch, BATCH_ID, "DLI batch job", max_workers, "batch_ids")
+
     def _judge_refused_cancel(
         self, batch_id: str, refused: DLIAPIError, answer_lost: bool, settle_timeout: float
     ) -> CancelResult:
-        try:
-            state = self.get_batch_state(batch_id)
-        except DLIAPIError:
-            raise refused from None
-        was_live = state not in TERMINAL_STATES
-        deadline = time.monotonic() + settle_timeout
-        while state not in TERMINAL_STATES and (remaining := deadline - time.monotonic()) > 0:
-            time.sleep(min(SETTLE_POLL, remaining))
-            state = self.get_batch_state(batch_id)
-        settled = state if state in TERMINAL_STATES else "live"
-        outcome = REFUSED_CANCEL.get((answer_lost, was_live, settled))
-        if outcome is None:
-            raise DLIAPIError(
-                f"{refused} - the job is still {state!r} after {settle_timeout:g} s, so no cancel was under way",
-                status_code=refused.status_code,
-                error_code=refused.error_code,
-                error_msg=refused.error_msg,
-                request_id=refused.request_id,
-            ) from refused
-        self.log.debug("DLI batch job %s: cancel refused, judged %s (%s)", batch_id, outcome, state)
-        return {"batch_id": batch_id, "cancelled": outcome != "already_finished", "outcome": outcome, "state": state}
-
-    def cancel_batches(self, batch_ids: Iterable[str], *, max_workers: int = 16) -> list[BulkCancelOutcome]:
-        """Cancel many jobs at once: one outcome per distinct id, in order; one failure never stops the others,
-        except a refusal of the credentials.
-
-        Every id is checked before the first request. Each outcome is ``cancelled``, ``already_cancelling``
-        or ``already_finished`` (see :meth:`cancel_batch`; with the state), ``error`` (any exception, as one
-        line), or ``not_tried``: after DLI refused the credentials (HTTP 401), no further request is sent. The
-        gateway locks an access key for 5 minutes after 5 failed authentications in a row, for every DAG that
-        uses it; for the same reason the first cancel goes alone, so a wrong key or a skewed clock fails once,
-        not once per worker.
-        """
-        if isinstance(batch_ids, str | bytes | Mapping) or not isinstance(batch_ids, Iterable):
-            raise ValueError(f"batch_ids must be a list of DLI batch job ids; got {shown(batch_ids)}")
-        ids = list(dict.fromkeys(batch_ids))
-        bad = [shown(batch_id) for batch_id in ids if not isinstance(batch_id, str) or not BATCH_ID.fullmatch(batch_id)]
-        if bad:
-            raise ValueError(f"batch_ids must be DLI batch job ids (UUIDs); not: {', '.join(bad[:5])}")
-        validate_max_workers(max_workers)
-
-        refused: list[DLIAPIError] = []  # the first refusal of the credentials stops every other request
-
-        def cancel_one(batch_id: str) -> BulkCancelOutcome:
-            if refused:
-                return {"batch_id": batch_id, "outcome": "not_tried", "state": None, "error": NOT_TRIED}
-            try:
-                result = self.cancel_batch(batch_id)
-            except Exception as error:  # any failure (even a RecursionError from a freak body) is this id's only
-                if isinstance(error, DLIAPIError) and error.answer.locks_key:
-                    refused.append(error)
-                return {"batch_id": batch_id, "outcome": "error", "state": None, "error": error_text(error)}
-            return {"batch_id": batch_id, "outcome": result["outcome"], "state": result["state"], "error": None}
-
-        if not ids:
-            return []
-        self.log.info("Cancelling %d DLI batch jobs of project %s", len(ids), self.project_id)
-        outcomes = [cancel_one(ids[0])]
-        if len(ids) > 1:
-            with ThreadPoolExecutor(
-                max_workers=min(max_workers, len(ids) - 1), thread_name_prefix="dli-cancel"
-            ) as pool:
-                outcomes += pool.map(cancel_one, ids[1:])
-        if refused:
-            not_tried = sum(outcome["outcome"] == "not_tried" for outcome in outcomes)
-            self.log.error(
-                "DLI refused the credentials (%s): %d of %d jobs were not tried, so that the access key is not "
-                "locked by repeated failures",
-                refused[0],
-                not_tried,
-                len(ids),
-            )
-        return outcomes  # the caller logs the summary with its table (bulk_cancel_counts, bulk_cancel_table)
+        return judge_refused_cancel(
+            self, batch_id, refused, answer_lost, settle_timeout, self.get_batch_state, BATCH_SETTLED
+        )
 
 
 def _page_sessions(page: dict[str, Any], start: int) -> list[dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""What a cancel found, and how a task log says it: one job's result, a bulk cancel's outcomes.
+"""What a cancel found, and how a task log says it: one job's result, a bulk cancel's outcomes; the judging of a
+refused cancel and the bulk cancel itself, shared by every kind of job (batch and SQL).
 
 A refused ``DELETE`` is judged by the job's state (:data:`REFUSED_CANCEL`), since DLI refuses to cancel a job
 that has finished and one that an earlier cancel is taking down with the same undocumented error.
@@ -6,9 +7,18 @@ that has finished and one that an earlier cancel is taking down with the same un
 
 from __future__ import annotations
 
+import re
+import time
 from collections import Counter
-from collections.abc import Sequence
-from typing import Literal, TypedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Literal, TypedDict
+
+from airflow_provider_dli.client.errors import DLIAPIError, error_text
+from airflow_provider_dli.validation import shown, validate_max_workers
+
+if TYPE_CHECKING:
+    from airflow_provider_dli.client.conversation import Conversation
 
 CancelOutcome = Literal["cancelled", "already_cancelling", "already_finished"]
 """What a cancel found: ``cancelled`` by this call (also when DLI took it but its answer was lost),
@@ -35,7 +45,13 @@ REFUSED_CANCEL: dict[tuple[bool, bool, str], CancelOutcome | None] = {
     (False, True, "live"): None,
 }
 """How a refused ``DELETE`` ends. A job that still reads live after :data:`CANCEL_SETTLE_TIMEOUT` was not
-being cancelled: DLI's refusal stands."""
+being cancelled: DLI's refusal stands. ``dead``: the job ended in the state a cancel leaves; ``success``: it
+ended in a state only the job itself reaches."""
+
+BATCH_SETTLED: dict[str, str] = {"dead": "dead", "success": "success"}
+"""A batch job's terminal states as :data:`REFUSED_CANCEL` reads them (``dead`` is also a failed job's)."""
+SQL_SETTLED: dict[str, str] = {"CANCELLED": "dead", "FAILED": "success", "FINISHED": "success"}
+"""A SQL job's: only a cancel makes it ``CANCELLED``."""
 
 
 class BulkCancelOutcome(TypedDict):
@@ -55,15 +71,15 @@ class CancelResult(TypedDict):
 
 
 _CANCEL_SUMMARIES: dict[CancelOutcome, str] = {
-    "cancelled": "Cancelled DLI batch job {batch_id}",
-    "already_cancelling": "DLI batch job {batch_id} was already being cancelled; it is now {state}",
-    "already_finished": "DLI batch job {batch_id} had already finished ({state}): nothing to cancel",
+    "cancelled": "Cancelled {noun} {batch_id}",
+    "already_cancelling": "{noun} {batch_id} was already being cancelled; it is now {state}",
+    "already_finished": "{noun} {batch_id} had already finished ({state}): nothing to cancel",
 }
 
 
-def cancel_summary(result: CancelResult) -> str:
-    """One line for a task log: what a cancel did."""
-    return _CANCEL_SUMMARIES[result["outcome"]].format(**result)
+def cancel_summary(result: CancelResult, noun: str = "DLI batch job") -> str:
+    """One line for a task log: what a cancel of a job (``noun``: ``DLI SQL job`` for one of those) did."""
+    return _CANCEL_SUMMARIES[result["outcome"]].format(noun=noun, **result)
 
 
 _OTHER_OUTCOMES: tuple[tuple[str, str, str], ...] = (
@@ -126,3 +142,95 @@ def bulk_cancel_failure(outcomes: Sequence[BulkCancelOutcome], where: str, shown
         f"{len(failed)} of {len(outcomes)} DLI batch jobs were not cancelled ({bulk_cancel_counts(outcomes)}). "
         f"{first}{more}. Every job's outcome is in {where}."
     )
+
+
+def judge_refused_cancel(
+    client: Conversation,
+    job_id: str,
+    refused: DLIAPIError,
+    answer_lost: bool,
+    settle_timeout: float,
+    read_state: Callable[[str], str],
+    settled: Mapping[str, str],
+) -> CancelResult:
+    """The outcome of a refused cancel, from the job's state (``read_state``) re-read for up to ``settle_timeout``
+    seconds until it is one of ``settled``'s terminal states (:data:`REFUSED_CANCEL`); raises when the job stays
+    live, or when its state cannot be read (then DLI's refusal is the answer)."""
+    try:
+        state = read_state(job_id)
+    except DLIAPIError:
+        raise refused from None
+    was_live = state not in settled
+    deadline = time.monotonic() + settle_timeout
+    while state not in settled and (remaining := deadline - time.monotonic()) > 0:
+        time.sleep(min(SETTLE_POLL, remaining))
+        state = read_state(job_id)
+    outcome = REFUSED_CANCEL.get((answer_lost, was_live, settled.get(state, "live")))
+    if outcome is None:
+        raise DLIAPIError(
+            f"{refused} - the job is still {state!r} after {settle_timeout:g} s, so no cancel was under way",
+            status_code=refused.status_code,
+            error_code=refused.error_code,
+            error_msg=refused.error_msg,
+            request_id=refused.request_id,
+        ) from refused
+    client.log.debug("DLI job %s: cancel refused, judged %s (%s)", job_id, outcome, state)
+    return {"batch_id": job_id, "cancelled": outcome != "already_finished", "outcome": outcome, "state": state}
+
+
+def cancel_many(
+    client: Conversation,
+    job_ids: Iterable[str],
+    cancel_one: Callable[[str], CancelResult],
+    id_pattern: re.Pattern[str],
+    noun: str,
+    max_workers: int,
+    field: str,
+) -> list[BulkCancelOutcome]:
+    """Cancel many jobs at once with ``cancel_one`` (``field`` names the ids in errors): one outcome per distinct
+    id, in order; one failure never stops the others, except a refusal of the credentials.
+
+    Every id is checked before the first request. Each outcome is ``cancelled``, ``already_cancelling`` or
+    ``already_finished`` (with the state), ``error`` (any exception, as one line), or ``not_tried``: after DLI
+    refused the credentials (HTTP 401), no further request is sent. The gateway locks an access key for 5 minutes
+    after 5 failed authentications in a row, for every DAG that uses it; for the same reason the first cancel goes
+    alone, so a wrong key or a skewed clock fails once, not once per worker.
+    """
+    if isinstance(job_ids, str | bytes | Mapping) or not isinstance(job_ids, Iterable):
+        raise ValueError(f"{field} must be a list of {noun} ids; got {shown(job_ids)}")
+    ids = list(dict.fromkeys(job_ids))
+    bad = [shown(job_id) for job_id in ids if not isinstance(job_id, str) or not id_pattern.fullmatch(job_id)]
+    if bad:
+        raise ValueError(f"{field} must be {noun} ids (UUIDs); not: {', '.join(bad[:5])}")
+    validate_max_workers(max_workers)
+
+    refused: list[DLIAPIError] = []  # the first refusal of the credentials stops every other request
+
+    def one(job_id: str) -> BulkCancelOutcome:
+        if refused:
+            return {"batch_id": job_id, "outcome": "not_tried", "state": None, "error": NOT_TRIED}
+        try:
+            result = cancel_one(job_id)
+        except Exception as error:  # any failure (even a RecursionError from a freak body) is this id's only
+            if isinstance(error, DLIAPIError) and error.answer.locks_key:
+                refused.append(error)
+            return {"batch_id": job_id, "outcome": "error", "state": None, "error": error_text(error)}
+        return {"batch_id": job_id, "outcome": result["outcome"], "state": result["state"], "error": None}
+
+    if not ids:
+        return []
+    client.log.info("Cancelling %d %ss of project %s", len(ids), noun, client.project_id)
+    outcomes = [one(ids[0])]
+    if len(ids) > 1:
+        with ThreadPoolExecutor(max_workers=min(max_workers, len(ids) - 1), thread_name_prefix="dli-cancel") as pool:
+            outcomes += pool.map(one, ids[1:])
+    if refused:
+        not_tried = sum(outcome["outcome"] == "not_tried" for outcome in outcomes)
+        client.log.error(
+            "DLI refused the credentials (%s): %d of %d jobs were not tried, so that the access key is not "
+            "locked by repeated failures",
+            refused[0],
+            not_tried,
+            len(ids),
+        )
+    return outcomes  # the caller logs the summary with its table (bulk_cancel_counts, bulk_cancel_table)

@@ -337,6 +337,38 @@ class DLIHook(BaseHook):
             count(f"dli.cancel.{outcome}", jobs)
         return outcomes
 
+    # The SQL-job API (see :class:`airflow_provider_dli.client.sql_jobs.SqlJobs`)
+
+    def submit_sql_job(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Submit a SQL job (``POST /v1.0/{project_id}/jobs/submit-job``); DLI's answer, with its ``job_id``."""
+        return self.client.submit_sql_job(body)
+
+    def get_sql_job_status(self, job_id: str) -> dict[str, Any]:
+        """The job's status object: ``status`` (upper-case), ``detail``, ``result_count``..."""
+        return self.client.get_sql_job_status(job_id)
+
+    def get_sql_job_state(self, job_id: str) -> str:
+        """The job's status: ``LAUNCHING``, ``RUNNING``, ``FINISHED``, ``FAILED`` or ``CANCELLED``."""
+        return self.client.get_sql_job_state(job_id)
+
+    def preview_sql_job(self, job_id: str, *, queue_name: str | None = None) -> dict[str, Any]:
+        """The first rows (at most 1,000) of a finished query's result: ``schema``, ``rows``."""
+        return self.client.preview_sql_job(job_id, queue_name=queue_name)
+
+    def list_sql_jobs(
+        self, *, page_size: int = 100, tags: Mapping[str, str] | None = None, **filters: Any
+    ) -> Iterator[dict[str, Any]]:
+        """Every SQL job matching ``tags`` (each of them) and ``filters`` (``status``, ``queue_name``...)."""
+        return self.client.list_sql_jobs(page_size=page_size, tags=tags, **filters)
+
+    def cancel_sql_job(self, job_id: str, *, settle_timeout: float = CANCEL_SETTLE_TIMEOUT) -> CancelResult:
+        """Cancel the SQL job; idempotent, and says what it found, as :meth:`cancel_batch` does."""
+        return self.client.cancel_sql_job(job_id, settle_timeout=settle_timeout)
+
+    def cancel_sql_jobs(self, job_ids: Iterable[str], *, max_workers: int = 16) -> list[BulkCancelOutcome]:
+        """Cancel many SQL jobs at once, as :meth:`cancel_batches` does."""
+        return self.client.cancel_sql_jobs(job_ids, max_workers=max_workers)
+
     def test_connection(self) -> tuple[bool, str]:
         """Read-only check (``GET /batches?size=1``), for the connection form's Test button.
 
