@@ -2,9 +2,10 @@
 
 Every other cancel path runs once, at the moment of a failure, and can fail or never run (a task process
 OOM-killed while its supervisor lives runs no provider code at all). The sweeper runs on a schedule, like a
-Kubernetes controller: it lists the live jobs, reads each job's owner from the job itself
-(:mod:`airflow_provider_dli.identity`), asks Airflow the state of that task instance through the Task SDK (no
-database access: it works on any executor), decides with :data:`DECISION_TABLE`, and cancels the orphans.
+Kubernetes controller: it lists the live jobs, batch and SQL alike, reads each job's owner from the job itself
+(:mod:`airflow_provider_dli.identity`; a SQL job's from its tags, :mod:`airflow_provider_dli.owner_tags`), asks
+Airflow the state of that task instance through the Task SDK (no database access: it works on any executor),
+decides with :data:`DECISION_TABLE`, and cancels the orphans.
 
 It knows nothing of operators: :class:`~airflow_provider_dli.operators.dli.DLIOrphanSweepOperator` runs
 :func:`sweep`, and :mod:`airflow_provider_dli.sweeper` makes the scheduled DAG around it.
@@ -21,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from airflow_provider_dli import metrics
 from airflow_provider_dli.identity import JobOwner, owner_of
-from airflow_provider_dli.states import LIVE_STATES
+from airflow_provider_dli.owner_tags import INSTANCE_TAG, owner_from_tags
+from airflow_provider_dli.states import LIVE_STATES, SQL_LIVE_STATES
 
 if TYPE_CHECKING:
     from airflow_provider_dli.hooks.dli import DLIHook
@@ -139,6 +141,7 @@ RUNS_PER_QUERY = 50
 @dataclass
 class JobVerdict:
     batch_id: str
+    """The job's id (a SQL job's too: ``kind`` says which)."""
     name: str
     state: str
     age: float
@@ -150,6 +153,8 @@ class JobVerdict:
     """After the sweep: ``kept``, ``listed`` (dry run), or the bulk cancel's outcome: ``cancelled``,
     ``already_finished``, ``error`` or ``not_tried`` (after DLI refused the credentials)."""
     error: str | None = None
+    kind: str = "batch"
+    """``batch`` or ``sql``."""
 
 
 @dataclass
@@ -171,7 +176,7 @@ class SweepReport:
 
     def table(self) -> str:
         """One line per owned live job, for the task log."""
-        lines = [f"{'batch id':36}  {'state':10}  {'age':>7}  {'owner (dag/run/task try)':60}  {'decision':8}  why"]
+        lines = [f"{'job id':36}  {'state':10}  {'age':>7}  {'owner (dag/run/task try)':60}  {'decision':8}  why"]
         for v in self.verdicts:
             lines.append(
                 f"{v.batch_id:36}  {v.state:10}  {_age(v.age):>7}  {v.owner.describe():60}  "
@@ -189,6 +194,7 @@ class SweepReport:
             "orphans": [
                 {
                     "batch_id": v.batch_id,
+                    "kind": v.kind,
                     "name": v.name,
                     "dag_id": v.owner.dag_id,
                     "run_id": v.owner.run_id,
@@ -225,6 +231,26 @@ def sweep(
             not_ours += 1
             continue
         owned.append((batch, owner))
+    for job in live_sql_jobs(hook, instance_id):
+        live += 1
+        owner = owner_from_tags(job.get("tags"))
+        if owner is None or owner.instance != instance_id:
+            not_ours += 1
+            continue
+        # As a batch object, for the decisions and the table: the id, a name, the state, the creation time.
+        name = f"SQL {job.get('job_type') or ''} job".replace("  ", " ")
+        owned.append(
+            (
+                {
+                    "id": job["job_id"],
+                    "name": name,
+                    "state": job["status"],
+                    "create_time": job.get("start_time"),
+                    "kind": "sql",
+                },
+                owner,
+            )
+        )
     report = SweepReport(instance_id, live, not_ours)
     states = _OwnerStateReader(airflow)
     latest_try = _latest_tries(owner for _, owner in owned)
@@ -237,11 +263,11 @@ def sweep(
             wait=owner.wait,
             resumable=owner.resumable,
         )
-        report.verdicts.append(
-            JobVerdict(
-                str(batch["id"]), str(batch.get("name") or ""), str(batch["state"]), age, owner, facts, "keep", ""
-            )
+        verdict = JobVerdict(
+            str(batch["id"]), str(batch.get("name") or ""), str(batch["state"]), age, owner, facts, "keep", ""
         )
+        verdict.kind = str(batch.get("kind") or "batch")
+        report.verdicts.append(verdict)
     # Ask Airflow only about the owners whose decision depends on it, in as few queries as the SDK allows.
     undecided = [v for v in report.verdicts if not v.facts.young and not v.facts.superseded]
     owner_states = states.task_states(v.owner for v in undecided)
@@ -260,7 +286,10 @@ def sweep(
         for verdict in orphans:
             verdict.outcome = "listed"
     elif orphans:
-        outcomes = hook.cancel_batches([v.batch_id for v in orphans], max_workers=max_workers)
+        batch_ids = [v.batch_id for v in orphans if v.kind == "batch"]
+        sql_ids = [v.batch_id for v in orphans if v.kind == "sql"]
+        outcomes = hook.cancel_batches(batch_ids, max_workers=max_workers) if batch_ids else []
+        outcomes += hook.cancel_sql_jobs(sql_ids, max_workers=max_workers) if sql_ids else []
         by_id = {outcome["batch_id"]: outcome for outcome in outcomes}
         for verdict in orphans:
             verdict.outcome, verdict.error = by_id[verdict.batch_id]["outcome"], by_id[verdict.batch_id]["error"]
@@ -294,6 +323,27 @@ def live_batches(hook: DLIHook) -> Iterator[dict[str, Any]]:
             if "req_body" not in batch and str(batch.get("name") or "").startswith("airflow."):
                 batch = {**batch, "req_body": hook.get_batch(batch_id).get("req_body")}
             yield {**batch, "state": batch_state}
+        if filter_ignored:
+            return
+
+
+SQL_LIVE_ORDER = ("LAUNCHING", "RUNNING")
+
+
+def live_sql_jobs(hook: DLIHook, instance_id: str) -> Iterator[dict[str, Any]]:
+    """Every live SQL job that carries this instance's tag: one listing per live status, each filtered by the
+    ``airflow.dli.instance`` tag, so neither the project's history nor other deployments' jobs are paged through.
+    The tag is a search hint: each job's owner record decides (a server that ignored the filter widens nothing)."""
+    seen: set[str] = set()
+    for status in SQL_LIVE_ORDER:
+        filter_ignored = False
+        for job in hook.list_sql_jobs(status=status, tags={INSTANCE_TAG: instance_id}, order="start_time_desc"):
+            job_id, job_status = str(job["job_id"]), str(job.get("status", "")).upper()
+            filter_ignored = filter_ignored or job_status != status
+            if job_id in seen or job_status not in SQL_LIVE_STATES:
+                continue
+            seen.add(job_id)
+            yield job
         if filter_ignored:
             return
 
