@@ -22,8 +22,10 @@ from airflow_provider_dli.owner_tags import owner_from_tags
 from airflow_provider_dli.triggers.dli import DLIBatchTrigger
 from tests.airflow_cli import AIRFLOW, AirflowHome
 from tests.conftest import wait_until
-from tests.test_failure_paths import AIRFLOW_3_3, TEST_DAGS, cancelled_by, run_in_dag_processor, run_trigger
+from tests.test_failure_paths import AIRFLOW_3_3, cancelled_by, run_in_dag_processor, run_trigger
 
+TEST_DAGS = Path(__file__).parent / "sql_dags"
+"""The SQL test DAGs, apart from tests/dags: every ``airflow dags test`` parses (and logs) its whole folder."""
 INSERT = {"sql": "INSERT INTO sales SELECT * FROM staging", "queue_name": "etl"}
 
 
