@@ -11,6 +11,7 @@ from __future__ import annotations
 import email.parser
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -226,8 +227,11 @@ def test_the_example_dags_of_the_wheel_parse(fresh_venv: Path, tmp_path: Path) -
 def make_install_commands(*settings: str) -> list[str]:
     """The pip commands that ``make install`` would run into a new venv (``make -n``: nothing runs)."""
     venv = "/nonexistent/venv"
-    # Not the variables of a ``make test`` that runs this test: its pass's EXTRAS=... would reach this make too.
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES", "MAKELEVEL")}
+    # Not the variables of a ``make test`` that runs this test: make exports its command line's variables (the
+    # 3.1.8 pass's EXTRAS=...) to the environment, where this make would take them for its own defaults.
+    settable = re.findall(r"^([A-Z_0-9]+) \?=", (REPO / "Makefile").read_text(), re.MULTILINE)
+    unset = {"MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES", "MAKELEVEL", *settable}
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     output = run("make", "--no-print-directory", "-n", "install", f"VENV={venv}", *settings, cwd=REPO, env=env)
     return [line for line in output.splitlines() if " -m pip install " in line and "--upgrade pip" not in line]
 
