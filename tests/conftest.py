@@ -102,3 +102,32 @@ def closed_port() -> int:
 def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> AirflowHome:
     """A migrated SQLite AIRFLOW_HOME shared by the tests that run ``airflow`` commands."""
     return migrated_home(tmp_path_factory.mktemp("airflow-home"))
+
+
+class RecordedAirflow:
+    """Airflow's answers to the sweeper's Task SDK calls, in the execution API's format, for tests of what the
+    sweep does with DLI (the calls themselves run for real in tests/test_sweeper.py's DAG runs)."""
+
+    def __init__(self, task_states: dict[str, dict[str, dict[str, str]]], failed_runs: frozenset[str] = frozenset()):
+        self.task_states, self.failed_runs = task_states, failed_runs
+        self.pushed: dict[str, Any] = {}
+
+    def get_task_states(
+        self,
+        dag_id: str,
+        *,
+        map_index: int | None = None,
+        task_ids: list[str] | None = None,
+        run_ids: list[str] | None = None,
+    ) -> dict[str, Any]:
+        runs = self.task_states.get(dag_id, {})
+        return {run_id: states for run_id, states in runs.items() if run_ids is None or run_id in run_ids}
+
+    def get_dr_count(self, dag_id: str, *, run_ids: list[str] | None = None, states: list[str] | None = None) -> int:
+        return len(set(run_ids or []) & self.failed_runs)
+
+    def get_dagrun_state(self, dag_id: str, run_id: str) -> str:
+        return "failed" if run_id in self.failed_runs else "running"
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed[key] = value

@@ -26,7 +26,7 @@ from airflow_provider_dli.operators.dli import DLIOrphanSweepOperator
 from airflow_provider_dli.owned_jobs import live_batches
 from airflow_provider_dli.reconcile import ACTIVE, DECISION_TABLE, ELSEWHERE, FAILED, Facts, decide, sweep
 from tests.airflow_cli import AIRFLOW, REPO, AirflowHome
-from tests.conftest import SUBMIT_BODY, state_polls, wait_until
+from tests.conftest import SUBMIT_BODY, RecordedAirflow, state_polls, wait_until
 
 TEST_DAGS = Path(__file__).parent / "dags"
 
@@ -274,31 +274,6 @@ def test_a_listing_without_req_body_falls_back_to_each_jobs_details(running_jobs
     # One listing (the server ignored the state filter, so it held every job), then the details of the one
     # job whose name says this provider may own it.
     assert sent == [("GET", "batches"), ("GET", owned["id"])]
-
-
-class RecordedAirflow:
-    """Airflow's answers to the sweeper's Task SDK calls, in the execution API's format, for tests of what
-    the sweep does with DLI (the calls themselves run for real in the DAG-run tests above)."""
-
-    def __init__(self, task_states: dict[str, dict[str, dict[str, str]]]) -> None:
-        self.task_states = task_states
-
-    def get_task_states(
-        self,
-        dag_id: str,
-        *,
-        map_index: int | None = None,
-        task_ids: list[str] | None = None,
-        run_ids: list[str] | None = None,
-    ) -> dict[str, Any]:
-        runs = self.task_states.get(dag_id, {})
-        return {run_id: states for run_id, states in runs.items() if run_ids is None or run_id in run_ids}
-
-    def get_dr_count(self, dag_id: str, *, run_ids: list[str] | None = None, states: list[str] | None = None) -> int:
-        return 0
-
-    def get_dagrun_state(self, dag_id: str, run_id: str) -> str:
-        return "running"
 
 
 @pytest.mark.parametrize("edition", ["t-cloud", "huawei", "any"])
