@@ -10,6 +10,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -490,6 +491,54 @@ def test_no_home_folder_keeps_the_token_in_memory(
     [warning] = warnings_of(caplog)
     assert "no home folder is known" in warning
     assert "keeps its token in memory only" in warning
+
+
+HOMELESS_CHILD = """
+import json
+from airflow_provider_dli.hooks.dli import DLIHook
+print(json.dumps([DLIHook(retry_delay=0.01).test_connection()[0] for _ in range(3)]), flush=True)
+"""
+"""Three checks of the connection in one task process: the second and third take the token from memory."""
+
+
+def uid_without_passwd_entry() -> int:
+    import pwd
+
+    known = {entry.pw_uid for entry in pwd.getpwall()}
+    return next(uid for uid in range(4242, 65534) if uid not in known)
+
+
+def test_a_login_cache_path_under_a_missing_home_keeps_the_token_in_memory(
+    dli_emulator: DLIEmulator, tmp_path: Path
+) -> None:
+    """``[dli] login_cache_path = ~/...`` on a worker whose uid has neither ``HOME`` nor a passwd entry (a
+    container's): a process that really has no home folder (a user namespace maps it to a uid without a passwd
+    entry) checks its connection, with the token in memory and one warning that names the setting."""
+    uid = uid_without_passwd_entry()
+    unshare = ["unshare", "--user", f"--map-user={uid}"]
+    if shutil.which("unshare") is None or subprocess.run([*unshare, "true"], capture_output=True).returncode != 0:
+        pytest.skip("needs unshare and user namespaces, to run a process whose uid has no passwd entry")
+    environment = {name: value for name, value in os.environ.items() if name not in ("HOME", "XDG_CACHE_HOME")}
+    environment |= {
+        "AIRFLOW_CONN_DLI_DEFAULT": json.dumps(password_connection(dli_emulator)),
+        "AIRFLOW__DLI__LOGIN_CACHE_PATH": "~/dli-tokens",
+        "PYTHONPATH": str(REPO),
+    }
+    child = subprocess.run(
+        [*unshare, sys.executable, "-c", HOMELESS_CHILD],
+        env=environment,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert child.returncode == 0, child.stderr[-3000:]
+    assert json.loads(child.stdout.splitlines()[-1]) == [True, True, True]
+    assert dli_emulator.counters.token_requests == 1
+    [warning] = [line for line in (child.stdout + child.stderr).splitlines() if "Not sharing IAM tokens" in line]
+    assert "login_cache_path '~/dli-tokens' is under '~', and no home folder is known" in warning
+    assert "keeps its token in memory only" in warning
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_relative_xdg_cache_home_is_ignored(

@@ -106,7 +106,7 @@ class ClientSettings:
         checked_limits(self.timeout, self.retry_limit, self.retry_delay, self.deadline)
         if self.login_cache not in LOGIN_CACHES:
             raise ValueError(f"login_cache must be one of {LOGIN_CACHES}; got {self.login_cache!r}")
-        if self.login_cache_path is not None and not self.login_cache_path.expanduser().is_absolute():
+        if self.login_cache_path is not None and not absolute_once_expanded(self.login_cache_path):
             raise ValueError(f"login_cache_path must be an absolute path; got {str(self.login_cache_path)!r}")
 
     @property
@@ -135,3 +135,10 @@ class ClientSettings:
 def _seconds(value: object) -> bool:
     """True for a finite number that is not a bool."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def absolute_once_expanded(path: Path) -> bool:
+    """Whether ``path`` names the same folder from any working folder: absolute, or under a home folder (``~``,
+    ``~user``). Checked without expanding: a worker may have no home folder, and the token store then keeps
+    tokens in memory (:meth:`~airflow_provider_dli.client.token_store.TokenStore.folder`) instead of failing."""
+    return path.is_absolute() or str(path).startswith("~")

@@ -81,7 +81,8 @@ def token_key(iam_endpoint: str, domain: str, user: str, project_id: str, passwo
 
 
 class NoHomeFolder(Exception):
-    """The default folder lives in the home folder, and there is none: the disk is off for this process."""
+    """The folder lives in the home folder (the default one, or a ``login_cache_path`` of ``~/...``), and there
+    is none: the disk is off for this process."""
 
 
 def default_folder() -> Path:
@@ -94,12 +95,21 @@ def default_folder() -> Path:
     if sys.platform != "darwin" and xdg_cache.is_absolute():
         base = xdg_cache
     else:
-        try:
-            home = Path.home()  # $HOME, else the passwd entry: a container's uid may have neither
-        except (RuntimeError, KeyError):
-            raise NoHomeFolder("no home folder is known (HOME is unset and the user has no passwd entry)") from None
+        home = _expanded(Path("~"), "the default folder")
         base = home / "Library" / "Caches" if sys.platform == "darwin" else home / ".cache"
     return base / "airflow-provider-dli" / "iam-tokens"
+
+
+def _expanded(path: Path, what: str) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` expanded: from ``$HOME``, else the passwd entry, which a
+    container's uid may lack. :class:`NoHomeFolder`, naming ``what`` needed it, when they are unknown."""
+    try:
+        return path.expanduser()
+    except (RuntimeError, KeyError):
+        raise NoHomeFolder(
+            f"{what} is under {path.parts[0]!r}, and no home folder is known (HOME is unset and the user has no "
+            "passwd entry)"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -385,9 +395,9 @@ class TokenStore:
 
     def folder(self, path: Path | None) -> TokenFolder | None:
         """The folder at ``path`` (``None``: :func:`default_folder`), one object per path and process; None
-        (memory only, with one warning) when the default folder is wanted and there is no home to put it in."""
+        (memory only, with one warning) when the folder is in the home folder and there is none."""
         try:
-            path = (path or default_folder()).expanduser().absolute()
+            path = (_expanded(path, f"login_cache_path {str(path)!r}") if path else default_folder()).absolute()
         except NoHomeFolder as problem:
             with self._guard:
                 warned, self._warned_homeless = self._warned_homeless, True
