@@ -552,10 +552,15 @@ class Deployment:
             wait_for(parsed, f"DAG {dag_id} to be parsed", START_TIMEOUT, 1.0)
             self.api("PATCH", f"/dags/{dag_id}", {"is_paused": False})
 
-    def trigger(self, dag_id: str, run_id: str | None = None) -> str:
+    def trigger(self, dag_id: str, run_id: str | None = None, conf: Mapping[str, Any] | None = None) -> str:
         run_id = run_id or f"e2e_{int(time.time() * 1000)}_{secrets.token_hex(2)}"
-        self.api("POST", f"/dags/{dag_id}/dagRuns", {"dag_run_id": run_id, "logical_date": None})
+        body = {"dag_run_id": run_id, "logical_date": None, "conf": dict(conf or {})}
+        self.api("POST", f"/dags/{dag_id}/dagRuns", body)
         return run_id
+
+    def delete_run(self, dag_id: str, run_id: str) -> None:
+        """What a person does in the UI: delete a DAG run (Airflow deletes only a run that is queued or ended)."""
+        self.api("DELETE", f"/dags/{dag_id}/dagRuns/{run_id}", expect=(204,))
 
     def task_instance(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")

@@ -5,9 +5,10 @@ ignores them)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import DAG, task
+from airflow.sdk import DAG, Context, task
 
 from airflow_provider_dli.notifications.dli import DLICancelBatchNotifier
 from airflow_provider_dli.operators.dli import DLISubmitBatchOperator
@@ -52,5 +53,26 @@ with chaos_dag("dli_e2e_sweep_deferred"):
 
 with chaos_dag("dli_e2e_sweep_fire_and_forget"):
     DLISubmitBatchOperator(task_id="submit", wait_for_completion=False, **JOB)
+
+
+# A person's clear of a running task (its job runs again) and a DAG run deleted and triggered again with the
+# same run id: the sweeper tells the live try's job from the one left behind by asking Airflow.
+with chaos_dag("dli_e2e_sweep_cleared"):
+    DLISubmitBatchOperator(task_id="submit", retries=2, **JOB)
+
+
+class SubmitFromTry(DLISubmitBatchOperator):
+    """Its tries before the DAG run's ``conf["submit_from_try"]`` fail before they submit: a real try 3 with
+    the first job of its task instance."""
+
+    def execute(self, context: Context) -> Any:
+        submit_from = int((context["dag_run"].conf or {}).get("submit_from_try", 1))
+        if context["ti"].try_number < submit_from:
+            raise RuntimeError(f"try {context['ti'].try_number} fails before it submits (submit_from_try)")
+        return super().execute(context)
+
+
+with chaos_dag("dli_e2e_sweep_reused_run"):
+    SubmitFromTry(task_id="submit", retries=2, retry_delay=timedelta(0), **JOB)
 
 sweeper = orphan_sweeper_dag("dli_e2e_sweeper", schedule=None, grace_period=0, queue=MACHINE_B)
