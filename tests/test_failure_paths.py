@@ -28,6 +28,7 @@ from packaging.version import Version
 from airflow_provider_dli._compat import AirflowFailException
 from airflow_provider_dli.client.token_store import TOKEN_STORE
 from airflow_provider_dli.emulator import DLIEmulator
+from airflow_provider_dli.exceptions import DLIAPIError
 from airflow_provider_dli.hooks.dli import DLIHook
 from airflow_provider_dli.identity import OWNER_CONF_KEY, JobOwner, batch_job_name, owner_of
 from airflow_provider_dli.notifications.dli import DLICancelBatchNotifier
@@ -36,6 +37,11 @@ from airflow_provider_dli.sensors.dli import DLIBatchSensor
 from airflow_provider_dli.triggers.dli import DLIBatchTrigger
 from tests.airflow_cli import AIRFLOW, AirflowHome
 from tests.conftest import SUBMIT_BODY, state_polls, wait_until
+
+try:
+    from airflow.sdk.exceptions import TaskDeferred
+except ImportError:  # Airflow < 3.3: the SDK has none of its own
+    from airflow.exceptions import TaskDeferred  # type: ignore[no-redef]
 
 TEST_DAGS = Path(__file__).parent / "dags"
 AIRFLOW_3_3 = Version(airflow_version) >= Version("3.3")
@@ -341,6 +347,64 @@ def test_a_wait_in_the_worker_outlasts_a_10_second_outage(long_jobs: DLIEmulator
     assert long_jobs.cancel_events == []
 
 
+@pytest.mark.parametrize("mode", ["poke", "reschedule"])
+def test_a_sensor_outlasts_dli_server_errors(long_jobs: DLIEmulator, airflow_home: AirflowHome, mode: str) -> None:
+    """A sensor that is not deferrable, after its first poke read the job live: three polls in a row that get
+    only ``DLI.0999`` (each after the client's own retries) must not fail it. In reschedule mode the pokes are
+    task runs of their own, which remember nothing of each other."""
+    per_poll = 4  # the first attempt and the hook's 3 retries
+    server_errors = long_jobs.add_fault(r".*/state", method="GET", status=400, error_code="DLI.0999", times=0)
+
+    def three_polls_failed() -> bool:
+        if server_errors.times == 0:
+            server_errors.times = None  # from the second poll on
+        if server_errors.hits < 3 * per_poll:
+            return False
+        server_errors.times = server_errors.hits  # the outage ends
+        return True
+
+    result = run_through_then_finish(airflow_home, f"dli_test_sensor_outage_{mode}", long_jobs, three_polls_failed)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert server_errors.hits >= 3 * per_poll
+    assert "Could not read the state of DLI batch job" in result.stdout
+    with sqlite3.connect(airflow_home.path / "airflow.db") as db:
+        [(reschedules,)] = db.execute(
+            "SELECT count(*) FROM task_reschedule JOIN task_instance ON task_instance.id = task_reschedule.ti_id "
+            "WHERE task_instance.dag_id = ?",
+            (f"dli_test_sensor_outage_{mode}",),
+        ).fetchall()
+    assert (reschedules > 0) == (mode == "reschedule")
+
+
+@pytest.mark.parametrize("mode", ["poke", "reschedule"])
+def test_a_sensor_gives_up_after_its_outage_tolerance(long_jobs: DLIEmulator, mode: str) -> None:
+    """The outage is measured across pokes (one sensor object makes them in poke mode), or within the one poke
+    of a rescheduled run: either way the sensor fails on DLI's error once the tolerance is spent, well before
+    its own timeout."""
+    batch_id = str(DLIHook().create_batch(SUBMIT_BODY)["id"])
+    server_errors = long_jobs.add_fault(r".*/state", method="GET", status=400, error_code="DLI.0999", times=None)
+    sensor = DLIBatchSensor(
+        task_id="watch", batch_id=batch_id, mode=mode, poke_interval=0.05, timeout=120, outage_tolerance=1
+    )
+    # poke mode: the sensor's own loop of pokes; reschedule mode: a rescheduled run's one poke
+    run = sensor.execute if mode == "poke" else sensor.poke
+    started = time.monotonic()
+    with pytest.raises(DLIAPIError, match=r"DLI\.0999"):
+        run({})
+    assert time.monotonic() - started >= 1.0
+    assert server_errors.hits > 4  # more than one poll's attempts
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_sensor_fails_at_once_on_an_authorization_refusal(long_jobs: DLIEmulator, status: int) -> None:
+    batch_id = str(DLIHook().create_batch(SUBMIT_BODY)["id"])
+    refusals = long_jobs.add_fault(r".*/state", method="GET", status=status, times=None)
+    sensor = DLIBatchSensor(task_id="watch", batch_id=batch_id, mode="reschedule", poke_interval=0.05)
+    with pytest.raises(DLIAPIError, match=f"HTTP {status}"):
+        sensor.poke({})
+    assert refusals.hits == 1
+
+
 @pytest.mark.parametrize(
     "readings",
     [{"recovering": "mid-run"}, {"create_answer": "DLI.0999"}, {"list_parameters": "t-cloud"}],
@@ -614,6 +678,15 @@ def test_outage_tolerance_from_the_argument_or_the_config(monkeypatch: pytest.Mo
     monkeypatch.setenv("AIRFLOW__DLI__OUTAGE_TOLERANCE", "ten minutes")
     with pytest.raises(ValueError, match=r"\[dli\] outage_tolerance \(AIRFLOW__DLI__OUTAGE_TOLERANCE\) must be"):
         DLISubmitBatchOperator(**arguments)
+
+
+def test_a_deferred_sensor_waits_through_an_outage_for_its_outage_tolerance(long_jobs: DLIEmulator) -> None:
+    batch_id = str(DLIHook().create_batch(SUBMIT_BODY)["id"])
+    sensor = DLIBatchSensor(task_id="watch", batch_id=batch_id, deferrable=True, outage_tolerance=timedelta(minutes=2))
+    with pytest.raises(TaskDeferred) as deferral:
+        sensor.execute({})
+    assert isinstance(deferral.value.trigger, DLIBatchTrigger)
+    assert deferral.value.trigger.outage_tolerance == sensor.outage_tolerance == 120
 
 
 def test_submit_body() -> None:

@@ -69,8 +69,8 @@ BODY_FIELDS: tuple[tuple[str, str | None, Check], ...] = (
 )
 
 
-def _outage_tolerance(value: object) -> float:
-    """The operator's ``outage_tolerance`` in seconds; None: ``[dli] outage_tolerance``, else the default."""
+def outage_tolerance_seconds(value: object) -> float:
+    """A task's ``outage_tolerance`` in seconds; None: ``[dli] outage_tolerance``, else the default."""
     if isinstance(value, timedelta):
         value = value.total_seconds()
     if value is not None:
@@ -212,7 +212,7 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         self.project_id = project_id
         self.wait_for_completion = wait_for_completion
         self.poll_interval = positive_seconds("poll_interval", poll_interval)
-        self.outage_tolerance = _outage_tolerance(outage_tolerance)
+        self.outage_tolerance = outage_tolerance_seconds(outage_tolerance)
         self.deferrable = deferrable
         self.log_tail_lines = positive_int("log_tail_lines", log_tail_lines)
         self.openlineage_inject_parent_job_info = openlineage_inject_parent_job_info

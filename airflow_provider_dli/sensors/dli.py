@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowException
 
+from airflow_provider_dli import metrics
 from airflow_provider_dli._compat import AirflowFailException, conf
 from airflow_provider_dli.operators.arguments import CONNECTION_FIELDS, check_at_parse, one_batch_id, task_hook
-from airflow_provider_dli.states import TERMINAL_STATES, UnknownStates
+from airflow_provider_dli.operators.batch import outage_tolerance_seconds
+from airflow_provider_dli.states import TERMINAL_STATES, Outage, UnknownStates
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -29,6 +32,16 @@ class DLIBatchSensor(BaseSensorOperator):
         its deadline. ``poke_interval`` must be > 0 in either mode: 0 would ask DLI in a busy loop.
     :param cancel_on_kill: when deferred, cancel the job if a person marks the sensor failed or success,
         or clears it (Airflow 3.3+). Off by default: a sensor watches a job it does not own.
+    :param outage_tolerance: how long (seconds, or a ``timedelta``) the wait goes on while the job's state
+        cannot be read for an outage of DLI (no answer, a 5xx, ``DLI.0999``, a maintenance page...), as the
+        submit operator's wait does. Default: Airflow's option ``[dli] outage_tolerance``, else 600.
+
+    An outage is measured across pokes. In ``poke`` mode (and when deferrable) one sensor object makes every
+    poke of a try, and remembers when the outage began. A ``reschedule`` poke runs in a new process that
+    remembers nothing of the poke before: Airflow clears the task's XCom at each reschedule, and the task state
+    store is Airflow 3.3+ only. So a poke in ``reschedule`` mode that meets an outage waits it out in place,
+    reading the state every ``poke_interval`` (holding its worker slot for the outage, at most
+    ``outage_tolerance``), rather than reschedule and forget it.
     """
 
     template_fields: Sequence[str] = ("batch_id", "dli_conn_id", "project_id")
@@ -43,6 +56,7 @@ class DLIBatchSensor(BaseSensorOperator):
         fail_on_dead: bool = True,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         cancel_on_kill: bool = False,
+        outage_tolerance: float | timedelta | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -52,6 +66,7 @@ class DLIBatchSensor(BaseSensorOperator):
         self.fail_on_dead = fail_on_dead
         self.deferrable = deferrable
         self.cancel_on_kill = cancel_on_kill
+        self.outage_tolerance = outage_tolerance_seconds(outage_tolerance)
         if self.poke_interval <= 0:  # BaseSensorOperator allows 0, which polls DLI (or the trigger does) non-stop
             raise ValueError(f"poke_interval must be seconds > 0; got {self.poke_interval!r}")
         check_at_parse(self, {"batch_id": one_batch_id} | CONNECTION_FIELDS)
@@ -64,12 +79,43 @@ class DLIBatchSensor(BaseSensorOperator):
     def _unknown_states(self) -> UnknownStates:
         return UnknownStates(self.batch_id)
 
+    @cached_property
+    def _outage(self) -> Outage:
+        return Outage(self.outage_tolerance)
+
     def poke(self, context: Context) -> bool:
-        state = self.hook.get_batch_state(self.batch_id)
+        state = self._read_state()
+        if state is None:
+            return False
         self.log.info("DLI batch job %s is %s", self.batch_id, state)
         if problem := self._unknown_states.check(state):
             raise AirflowException(problem)
         return self._ended(state)
+
+    def _read_state(self) -> str | None:
+        """The job's state; None after a failed read that the wait goes on through (judged as the trigger's and
+        the operator's polls are): the next poke reads again. In ``reschedule`` mode, read again here."""
+        from airflow_provider_dli.client.errors import DLIError
+
+        while True:
+            try:
+                state = self.hook.get_batch_state(self.batch_id)
+            except DLIError as error:
+                if not self._outage.tolerate(error):
+                    raise
+                metrics.count("dli.poll.failed")
+                self.log.warning(
+                    "Could not read the state of DLI batch job %s (%s): %s",
+                    self.batch_id,
+                    self._outage.describe(),
+                    error,
+                )
+                if not self.reschedule:
+                    return None
+                time.sleep(self.poke_interval)
+                continue
+            self._outage.answered()
+            return state
 
     def _ended(self, state: str) -> bool:
         if state == "dead" and self.fail_on_dead:
@@ -92,6 +138,7 @@ class DLIBatchSensor(BaseSensorOperator):
                 deadline=time.time() + self.timeout,
                 cancel_on_timeout=False,
                 cancel_on_kill=self.cancel_on_kill,
+                outage_tolerance=self.outage_tolerance,
                 caller=f"{self.dag_id}.{self.task_id}",
             ),
             method_name="execute_complete",

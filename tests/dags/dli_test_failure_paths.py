@@ -152,3 +152,11 @@ with DAG("dli_test_recovered_job_log", schedule=None, catchup=False):
 
 with DAG("dli_test_lost_submit_answer", schedule=None, catchup=False):
     DLISubmitBatchOperator(task_id="submit", retries=1, retry_delay=timedelta(seconds=0), **JOB)
+
+for mode in ("poke", "reschedule"):  # a sensor that is not deferrable, in each of its modes
+    with DAG(f"dli_test_sensor_outage_{mode}", schedule=None, catchup=False):
+        from airflow_provider_dli.sensors.dli import DLIBatchSensor
+
+        DLISubmitBatchOperator(task_id="submit", wait_for_completion=False, **JOB) >> DLIBatchSensor(
+            task_id="watch", batch_id="{{ ti.xcom_pull(task_ids='submit') }}", mode=mode, poke_interval=0.2
+        )
