@@ -386,8 +386,10 @@ def test_cancel_whose_answer_was_lost_is_cancelled(make_hook: MakeHook, cancel_l
         assert len(emulator.cancel_events) == 1
 
 
-def test_cancel_a_finished_job(make_hook: MakeHook) -> None:
-    with DLIEmulator(starting_seconds=0, running_seconds=0) as emulator:
+@pytest.mark.parametrize("code", ["DLI.0007", "DLI.0001"])
+def test_cancel_a_finished_job(make_hook: MakeHook, code: str) -> None:
+    """DLI refuses it (HTTP 400), with a code its docs do not name: the job's state tells what the refusal meant."""
+    with DLIEmulator(starting_seconds=0, running_seconds=0, readings={"cancel_finished_code": code}) as emulator:
         hook = make_hook(emulator.connection())
         batch_id = submit(hook)
         result = hook.cancel_batch(batch_id)
@@ -395,10 +397,21 @@ def test_cancel_a_finished_job(make_hook: MakeHook) -> None:
         assert emulator.cancel_events == []
 
 
-def test_cancel_an_unknown_job_raises(hook: DLIHook) -> None:
-    with pytest.raises(DLIAPIError) as raised:
-        hook.cancel_batch(UNKNOWN_ID)
-    assert (raised.value.status_code, raised.value.error_code) == (400, "DLI.0002")
+@pytest.mark.parametrize(("code", "status"), [("DLI.0002", 400), ("DLI.0023", 404)])
+def test_an_unknown_job_is_reported_at_once(make_hook: MakeHook, code: str, status: int) -> None:
+    """Whichever answer DLI gives for a job it does not know: a refusal, neither retried nor taken for an
+    outage of the gateway (whose 404 says ``APIGW.0101``)."""
+    with DLIEmulator(readings={"unknown_batch": code}) as emulator:
+        hook = make_hook(emulator.connection())
+        for call in (hook.cancel_batch, hook.get_batch_state):
+            with pytest.raises(DLIAPIError) as raised:
+                call(UNKNOWN_ID)
+            assert (raised.value.status_code, raised.value.error_code) == (status, code)
+            assert raised.value.answer.refusal
+            assert not raised.value.answer.wait_goes_on
+        # the cancel reads the state to judge its refusal; nothing is sent twice
+        sent = [(record.method, record.status) for record in emulator.request_log]
+        assert sent == [("DELETE", status), ("GET", status), ("GET", status)]
 
 
 def test_cancel_refused_for_a_live_job_raises(dli_emulator: DLIEmulator, hook: DLIHook) -> None:
@@ -415,12 +428,15 @@ def test_create_batch_checks_required_fields(dli_emulator: DLIEmulator, hook: DL
     assert dli_emulator.request_log == []
 
 
-def test_log_lines(dli_emulator: DLIEmulator, hook: DLIHook) -> None:
-    batch_id = submit(hook, starting_seconds=0, running_seconds=0)
-    total, lines = hook.get_batch_log(batch_id)
-    assert (total, lines[-1]) == (4, "INFO SparkContext: Successfully stopped SparkContext")
-    assert hook.tail_batch_log(batch_id, lines=2) == lines[-2:]
-    assert hook.tail_batch_log(batch_id, lines=10) == lines
+@pytest.mark.parametrize("log_from", ["string", "integer"])
+def test_log_lines(make_hook: MakeHook, log_from: str) -> None:
+    with DLIEmulator(readings={"log_from": log_from}) as emulator:
+        hook = make_hook(emulator.connection())
+        batch_id = submit(hook, starting_seconds=0, running_seconds=0)
+        total, lines = hook.get_batch_log(batch_id)
+        assert (total, lines[-1]) == (4, "INFO SparkContext: Successfully stopped SparkContext")
+        assert hook.tail_batch_log(batch_id, lines=2) == lines[-2:]
+        assert hook.tail_batch_log(batch_id, lines=10) == lines
 
 
 def test_list_batches_walks_every_page(dli_emulator: DLIEmulator, hook: DLIHook) -> None:
