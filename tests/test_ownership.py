@@ -43,12 +43,20 @@ DLI_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
 READINGS: dict[str, dict[str, str]] = {
     "as-sent": {},
-    "whole-names": {"job_name_filter": "whole", "job_name_characters": "documented"},
-    "filter-ignored-normalized": {"job_name_filter": "ignored", "req_body": "normalized"},
+    "whole-names-t-cloud": {
+        "job_name_filter": "whole",
+        "job_name_characters": "documented",
+        "list_parameters": "t-cloud",
+    },
+    "filter-ignored-normalized-huawei": {
+        "job_name_filter": "ignored",
+        "req_body": "normalized",
+        "list_parameters": "huawei",
+    },
     "listings-without-req-body": {"req_body": "absent", "job_name_characters": "documented"},
 }
 """The ways DLI may behave where its docs are silent (how ``job_name`` matches, which names it takes, the form of
-``req_body``): every test here holds under each."""
+``req_body``) or its editions differ (which list parameters it takes): every test here holds under each."""
 
 
 @pytest.fixture(params=list(READINGS.values()), ids=list(READINGS))
