@@ -164,8 +164,8 @@ def get_provider_info() -> dict[str, Any]:
                     "outage_tolerance": {
                         "description": "Seconds a wait on a DLI job (in the worker or the triggerer) goes on "
                         "while its polls fail on answers that an outage gives (no answer, a 5xx, DLI.0999, a "
-                        "maintenance page, a gateway 404 during a deploy), before the task fails. An operator's "
-                        "outage_tolerance overrides it.\n",
+                        "maintenance page, a gateway 404 during a deploy), before the task fails. An operator's or a "
+                        "sensor's outage_tolerance overrides it.\n",
                         "version_added": "0.2.0",
                         "type": "float",
                         "example": "1800",
