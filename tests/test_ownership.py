@@ -356,7 +356,7 @@ def sweep(airflow: RecordedAirflow, **operator: Any) -> dict[str, Any]:
 def test_run_id_reused_after_a_deleted_run(dli: DLIEmulator, deployment: Any) -> None:
     """The run was deleted while its try-3 job ran; a new run with the same run id now waits on its try-1 job.
     The sweep's own facts with Airflow's answers recorded, on both Airflow versions; on a running Airflow 3.3,
-    with a real deleted and re-triggered run: tests/e2e/test_clear_and_reused_run.py."""
+    with a real deleted and re-triggered run: tests/e2e/test_whose_job.py."""
     deployment("prod")
     orphan, _ = submit("nightly", RUN, try_number=3, retries=2)
     live, _ = submit("nightly", RUN)
@@ -366,6 +366,7 @@ def test_run_id_reused_after_a_deleted_run(dli: DLIEmulator, deployment: Any) ->
 
 
 def test_sweeper_keeps_a_job_that_the_retry_takes_over(dli: DLIEmulator, deployment: Any) -> None:
+    """On a running Airflow 3.3, with a real task up for retry and its retry: tests/e2e/test_whose_job.py."""
     deployment("prod")
     batch_id, _ = submit("nightly", RUN, retries=1, durable=False)
     result = sweep(RecordedAirflow({"nightly": {RUN: {"submit": "up_for_retry"}}}))
@@ -437,7 +438,7 @@ def test_a_lost_answer_whose_job_succeeded_is_never_run_twice(airflow_home: Airf
 def test_a_clear_runs_the_job_again(dli: DLIEmulator) -> None:
     """A person cleared the task after its try 1: Airflow raised max_tries to try_number + retries (both Airflow
     versions do, when the cleared try ends). On a running Airflow 3.3, with the REST API's clear of a running
-    task: tests/e2e/test_clear_and_reused_run.py."""
+    task: tests/e2e/test_whose_job.py."""
     earlier, _ = submit("nightly", RUN, retries=1)
     again, _ = submit("nightly", RUN, try_number=2, retries=1, max_tries=2)
     assert again != earlier

@@ -56,7 +56,8 @@ with chaos_dag("dli_e2e_sweep_fire_and_forget"):
 
 
 # A person's clear of a running task (its job runs again) and a DAG run deleted and triggered again with the
-# same run id: the sweeper tells the live try's job from the one left behind by asking Airflow.
+# same run id: the sweeper tells the live try's job from the one left behind by asking Airflow
+# (tests/e2e/test_whose_job.py).
 with chaos_dag("dli_e2e_sweep_cleared"):
     DLISubmitBatchOperator(task_id="submit", retries=2, **JOB)
 
@@ -74,5 +75,10 @@ class SubmitFromTry(DLISubmitBatchOperator):
 
 with chaos_dag("dli_e2e_sweep_reused_run"):
     SubmitFromTry(task_id="submit", retries=2, retry_delay=timedelta(0), **JOB)
+
+# A retry that takes its earlier try's live job over by its owner record (durable=False, as on Airflow 3.1 and
+# 3.2): the sweeper keeps the job while the task is up for retry.
+with chaos_dag("dli_e2e_sweep_retried"):
+    DLISubmitBatchOperator(task_id="submit", retries=1, retry_delay=timedelta(0), durable=False, **JOB)
 
 sweeper = orphan_sweeper_dag("dli_e2e_sweeper", schedule=None, grace_period=0, queue=MACHINE_B)

@@ -9,22 +9,29 @@ task instance is alive: the one its live try waits on.
 - Run-id reuse: a run whose try-3 job was left running (the cancel on marking it failed could not reach DLI)
   is deleted and triggered again; the sweep cancels the orphan and keeps the new run's try-1 job, whatever the
   try numbers say.
+- A retry that takes its earlier try's live job over by the owner record (``durable=False``, the path of
+  Airflow 3.1 and 3.2): while the task is up for retry the sweep keeps the job, and the retry then adopts it,
+  one job in all.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import time
 
 from airflow_provider_dli.emulator import DLIEmulator
 from airflow_provider_dli.emulator.faults import Fault
 from airflow_provider_dli.identity import JobOwner, owner_of
 from tests.e2e.conftest import Measurement
-from tests.e2e.deployment import Deployment, cancels_of, state_reads_of, wait_for
+from tests.e2e.deployment import AIRFLOW, Deployment, cancels_of, state_reads_of, wait_for
 from tests.e2e.test_sweeper_chaos import SWEEPER, sweep_result
 
 CLEARED = "dli_e2e_sweep_cleared"
 REUSED = "dli_e2e_sweep_reused_run"
+RETRIED = "dli_e2e_sweep_retried"
 TASK = "submit"
 LIVE = ("starting", "running", "recovering")
 
@@ -142,3 +149,49 @@ def test_a_reused_run_id_keeps_the_live_tasks_job_and_sweeps_the_orphan(
 
     dli.finish(live)
     airflow.wait_for_run_state(REUSED, run_id, "success")
+
+
+def test_a_job_the_retry_takes_over_is_kept_by_the_sweep(
+    airflow_deployment: Deployment, e2e_emulator: DLIEmulator
+) -> None:
+    airflow, dli = airflow_deployment, e2e_emulator
+    airflow.wait_for_dags(RETRIED)
+    run_id = airflow.trigger(RETRIED)
+    batch_id = job_of_try(dli, RETRIED, run_id, 1)
+
+    # The scheduler is stopped, so that the retry cannot start while the sweep asks about the task. DLI refuses
+    # the task's next state poll (a 403 ends a wait at once): the task fails with its job live, and the task
+    # runner, with a retry left, makes it up for retry (through the api-server: no scheduler needed). One sweep,
+    # from the command line, asks Airflow's database.
+    scheduler = airflow.component("scheduler").pid
+    os.kill(scheduler, signal.SIGSTOP)
+    try:
+        dli.add_fault(rf"/v2\.0/.*/batches/{batch_id}/state", method="GET", status=403, times=None)
+        airflow.wait_for_task_state(RETRIED, run_id, TASK, "up_for_retry")
+        dli.clear_faults()
+        swept = subprocess.run(
+            [AIRFLOW, "dli", "sweep", "--grace-period", "0"],
+            env=airflow.env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    finally:
+        dli.clear_faults()
+        os.kill(scheduler, signal.SIGCONT)
+    assert swept.returncode == 0, swept.stdout[-3000:] + swept.stderr[-3000:]
+    [line] = [line for line in swept.stdout.splitlines() if line.startswith(batch_id)]
+    assert "kept" in line, line
+    assert line.endswith("the retry takes this job over (task: up_for_retry)"), line
+    assert dli.state_of(batch_id) in LIVE
+
+    # The retry takes the same job over (it polls it), and submits none of its own.
+    polled = state_reads_of(dli, batch_id)
+    airflow.wait_for_task_state(RETRIED, run_id, TASK, "running")
+    wait_for(lambda: state_reads_of(dli, batch_id) > polled, f"the retry to poll job {batch_id}")
+    assert airflow.task_instance(RETRIED, run_id, TASK)["try_number"] == 2
+    assert list(owned_jobs(dli, RETRIED, run_id)) == [batch_id]
+
+    dli.finish(batch_id)
+    airflow.wait_for_run_state(RETRIED, run_id, "success")
