@@ -14,6 +14,7 @@ import json
 import re
 import socket
 import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,17 +26,19 @@ from urllib.parse import urlsplit
 import pytest
 
 from airflow_provider_dli.emulator import DLIEmulator
+from airflow_provider_dli.identity import owner_of
 from airflow_provider_dli.notifications.dli import DLICancelBatchNotifier
 from airflow_provider_dli.operators.dli import (
     DLICancelBatchOperator,
     DLIOrphanSweepOperator,
     DLISubmitBatchOperator,
 )
-from tests.airflow_cli import AirflowHome
+from tests.airflow_cli import AirflowHome, migrated_home
 from tests.conftest import STILL, SUBMIT_BODY, RecordedAirflow
 from tests.hostile_server import HostileServer, Received, head
 
 TEST_DAGS = Path(__file__).parent / "dags"
+DAG_TEST_AT = Path(__file__).parent / "dag_test_at.py"
 OWNER_KEY = "spark.airflow.dli.owner"
 DLI_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 """A job name of DLI's documented characters."""
@@ -199,6 +202,52 @@ def test_retry_never_adopts_another_deployments_job(dli: DLIEmulator, deployment
     assert retried != prod
     assert len(dli.jobs) == 2
     assert cancelled(dli) == set()
+
+
+def owners(emulator: DLIEmulator) -> dict[str, Any]:
+    """Every job's owner record, by job id."""
+    return {job.id: owner_of({"req_body": json.dumps(job.body)}) for job in list(emulator.jobs.values())}
+
+
+def test_two_deployments_run_the_same_dag_run_in_real_dag_runs(
+    airflow_home: AirflowHome, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Real DAG runs in two Airflow homes (prod and staging, each its own database and instance id) of the same
+    DAG at the same time, so the same run id, task ids and job names. Staging's create is refused once (its
+    retry then looks for its earlier try's job), its check fails, its kill switch and its DAG-level notifier
+    cancel the run's jobs, and it sweeps: prod's job lives through all of it."""
+    prod_home = migrated_home(tmp_path_factory.mktemp("prod-airflow-home"))
+    dag_file, dag_id = str(TEST_DAGS / "dli_test_ownership.py"), "dli_test_two_deployments"
+    with DLIEmulator(starting_seconds=0, running_seconds=STILL) as emulator:
+
+        def run_in(home: AirflowHome, instance_id: str, *conf: str) -> subprocess.CompletedProcess[str]:
+            command = [sys.executable, str(DAG_TEST_AT), dag_file, dag_id, "2026-11-28T00:00:00+00:00", *conf]
+            env = home.env(TEST_DAGS, emulator, AIRFLOW__DLI__INSTANCE_ID=instance_id)
+            return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+        prod = run_in(prod_home, "prod")
+        assert prod.returncode == 0, prod.stdout[-3000:] + prod.stderr[-3000:]
+        [prod_job] = emulator.jobs
+        refused = emulator.add_fault(r".*/batches", method="POST", status=403)
+        staging = run_in(airflow_home, "staging", '{"fail": true}')
+        output = staging.stdout + staging.stderr
+        assert "DAG run manual__2026-11-28T00:00:00+00:00: failed" in output, output[-3000:]
+        assert refused.hits == 1
+        by_job = owners(emulator)
+        [staging_job] = [batch_id for batch_id, owner in by_job.items() if owner.instance == "staging"]
+        assert (by_job[staging_job].run_id, by_job[staging_job].try_number) == (by_job[prod_job].run_id, 2)
+        assert "(callback of DAG run manual__2026-11-28T00:00:00+00:00)" in output, output[-3000:]  # the notifier ran
+        swept = airflow_home.run(
+            "dags",
+            "test",
+            "dli_test_sweeper",
+            dags_folder=TEST_DAGS,
+            emulator=emulator,
+            AIRFLOW__DLI__INSTANCE_ID="staging",
+        )
+        assert swept.returncode == 0, swept.stdout[-3000:] + swept.stderr[-3000:]
+        assert cancelled(emulator) == {staging_job}
+        assert emulator.state_of(prod_job) == "running"
 
 
 # 2. Run ids that sanitize to the same characters, or one a prefix of the other
