@@ -9,7 +9,11 @@ whole names, parts of names, or not at all):
   may hide a created job, and for a retry's take-over. Its listing asks DLI for the job's name (a hint that
   narrows the listing wherever DLI honours it) and stops at jobs older than the run of the task.
 
-Either way the owner record decides (:func:`~airflow_provider_dli.identity.belongs_to`), never the name.
+SQL jobs are found the same two ways (:func:`live_sql_jobs`, and :func:`tries_jobs` with the SQL kind), listed by
+their tags instead (the deployment's or the run's, :mod:`airflow_provider_dli.owner_tags`, a hint as a name is)
+and seen as a batch job is (:func:`sql_job_view`: ``id``, ``name``, ``state``, ``create_time``), with
+``job_kind`` ``sql``. Either way the owner record decides (:func:`~airflow_provider_dli.identity.belongs_to`),
+never the name or a tag, and :func:`take_over` says what a retry does with its earlier tries' jobs, of either kind.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from airflow_provider_dli.identity import JobOwner, Scope, belongs_to, owner_of
-from airflow_provider_dli.states import LIVE_STATES
+from airflow_provider_dli.job_kinds import BATCH, SQL, JobKind
+from airflow_provider_dli.owner_tags import INSTANCE_TAG, RUN_TAG, owner_from_tags, run_digest
+from airflow_provider_dli.states import LIVE_STATES, SQL_LIVE_STATES
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +44,16 @@ class BatchLister(Protocol):
 
     def list_batches(self, *, page_size: int = 100, **filters: Any) -> Iterator[dict[str, Any]]: ...
     def get_batch(self, batch_id: str) -> dict[str, Any]: ...
+
+
+class SqlLister(Protocol):
+    def list_sql_jobs(
+        self, *, page_size: int = 100, tags: Mapping[str, str] | None = None, **filters: Any
+    ) -> Iterator[dict[str, Any]]: ...
+
+
+class JobLister(BatchLister, SqlLister, Protocol):
+    """Both kinds (a hook)."""
 
 
 def live_batches(hook: BatchLister, *, read_owners: bool = True) -> Iterator[dict[str, Any]]:
@@ -95,9 +111,11 @@ def jobs_of(hook: BatchLister, scope: Scope, *, name: str, since_ms: int | None)
     return sorted(found, key=lambda pair: _created_ms(pair[0]) or 0, reverse=True)
 
 
-def tries_jobs(hook: BatchLister, owner: JobOwner, tries: range, *, name: str, since_ms: int | None) -> Found:
-    """The jobs of these tries of ``owner``'s task instance, in this run of the task, newest first; for this try
-    alone, the job of its exact task-instance id."""
+def tries_jobs(
+    hook: JobLister, owner: JobOwner, tries: range, *, name: str, since_ms: int | None, kind: JobKind = BATCH
+) -> Found:
+    """The jobs (of ``kind``) of these tries of ``owner``'s task instance, in this run of the task, newest first;
+    for this try alone, the job of its exact task-instance id."""
     this_try = owner.ti_id if owner.try_number in tries else ""
     scope = Scope(
         owner.instance,
@@ -109,7 +127,89 @@ def tries_jobs(hook: BatchLister, owner: JobOwner, tries: range, *, name: str, s
         tries=tries,
         ti_id=this_try or None,
     )
+    if kind is SQL:
+        return sql_jobs_of(hook, scope, since_ms=since_ms)
     return jobs_of(hook, scope, name=name, since_ms=since_ms)
+
+
+def take_over(found: Found, kind: JobKind) -> tuple[dict[str, Any], JobOwner, list[str]] | None:
+    """What a retry does with its earlier tries' jobs (newest first): it takes the newest over, with the older
+    live ones to cancel, when that one is live (the retry waits for it) or succeeded (the retry succeeds with
+    it); None when there is none, or it failed or was cancelled (the retry submits the job anew)."""
+    if not found:
+        return None
+    (newest, owner), older = found[0], found[1:]
+    if newest["state"] not in kind.live and newest["state"] != kind.succeeded:
+        return None
+    return newest, owner, [str(job["id"]) for job, _ in older if job["state"] in kind.live]
+
+
+# SQL jobs
+
+SQL_LIVE_ORDER = ("LAUNCHING", "RUNNING")
+
+
+def sql_job_view(job: Mapping[str, Any]) -> dict[str, Any]:
+    """A SQL job as the tools read a batch job: ``id``, ``name`` (the statement's kind: a SQL job has no name),
+    ``state`` (DLI's upper-case status), ``create_time`` (its start, epoch ms) and ``job_kind`` ``sql``."""
+    return {
+        **job,
+        "id": str(job["job_id"]),
+        "name": f"SQL {job.get('job_type') or ''} job".replace("  ", " "),
+        "state": str(job.get("status", "")).upper(),
+        "create_time": job.get("start_time"),
+        "job_kind": SQL.name,
+    }
+
+
+def job_owner(job: Mapping[str, Any]) -> JobOwner | None:
+    """The owner record a job carries: a SQL job's in its tags, a batch job's in its Spark conf."""
+    return owner_from_tags(job.get("tags")) if job.get("job_kind") == SQL.name else owner_of(job)
+
+
+def scope_tags(scope: Scope) -> dict[str, str]:
+    """The narrowest tag filter that holds every SQL job of ``scope``: its run's, else its deployment's."""
+    if scope.dag_id is not None and scope.run_id is not None:
+        return {RUN_TAG: run_digest(scope.instance, scope.dag_id, scope.run_id)}
+    return {INSTANCE_TAG: scope.instance}
+
+
+def live_sql_jobs(hook: SqlLister, scope: Scope) -> Iterator[dict[str, Any]]:
+    """Every live SQL job tagged for ``scope`` (:func:`sql_job_view`), one listing per live status, as
+    :func:`live_batches`; the tag narrows the listing, and the caller matches each owner record."""
+    seen: set[str] = set()
+    for status in SQL_LIVE_ORDER:
+        filter_ignored = False
+        for job in hook.list_sql_jobs(status=status, tags=scope_tags(scope), order="start_time_desc"):
+            view = sql_job_view(job)
+            filter_ignored = filter_ignored or view["state"] != status
+            if view["id"] in seen or view["state"] not in SQL_LIVE_STATES:
+                continue
+            seen.add(view["id"])
+            yield view
+        if filter_ignored:
+            return
+
+
+def live_sql_jobs_of(hook: SqlLister, scope: Scope) -> list[dict[str, Any]]:
+    """The live SQL jobs that belong to ``scope``."""
+    return [job for job in live_sql_jobs(hook, scope) if belongs_to(job_owner(job), scope)]
+
+
+def sql_jobs_of(hook: SqlLister, scope: Scope, *, since_ms: int | None) -> Found:
+    """``scope``'s SQL jobs in any state (a scope within one DAG run), newest first, with their owners: one
+    listing filtered by the run's tag and started since ``since_ms``, at most :data:`SEARCH_LIMIT` jobs."""
+    found: Found = []
+    listing = hook.list_sql_jobs(tags=scope_tags(scope), order="start_time_desc", start=since_ms)
+    for read, job in enumerate(listing, start=1):
+        view = sql_job_view(job)
+        owner = job_owner(view)
+        if owner is not None and belongs_to(owner, scope):
+            found.append((view, owner))
+        if read >= SEARCH_LIMIT:
+            log.warning("Stopped looking for the SQL jobs of %s after %d jobs of the listing", scope, read)
+            break
+    return sorted(found, key=lambda pair: _created_ms(pair[0]) or 0, reverse=True)
 
 
 def search_floor(dag_run: object) -> int | None:

@@ -57,13 +57,22 @@ class WaitProgress:
     """Decides, poll by poll, whether the wait on one job logs a line, and says it.
 
     :param batch_id: the job.
+    :param noun: how a line names it (``DLI SQL job`` for one of those).
     :param since: epoch seconds the wait began (the submit); a trigger that moves to another triggerer gets
         the same start, so its times go on from where they were.
     :param interval: seconds between heartbeats; by default ``[dli] progress_log_interval``.
     """
 
-    def __init__(self, batch_id: str, *, since: float | None = None, interval: float | None = None) -> None:
+    def __init__(
+        self,
+        batch_id: str,
+        *,
+        since: float | None = None,
+        interval: float | None = None,
+        noun: str = "DLI batch job",
+    ) -> None:
         self.batch_id = batch_id
+        self.noun = noun
         self.since = time.time() if since is None else since
         self.interval = progress_log_interval() if interval is None else interval
         self.state: str | None = None
@@ -75,8 +84,8 @@ class WaitProgress:
         waited = elapsed(now - self.since)
         if state != self.state:
             self.state, self.logged_at = state, now
-            return f"DLI batch job {self.batch_id} is {state} (waited {waited})"
+            return f"{self.noun} {self.batch_id} is {state} (waited {waited})"
         if now - self.logged_at >= self.interval:
             self.logged_at = now
-            return f"DLI batch job {self.batch_id} is still {state} (waited {waited})"
+            return f"{self.noun} {self.batch_id} is still {state} (waited {waited})"
         return None

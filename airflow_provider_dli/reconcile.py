@@ -2,9 +2,10 @@
 
 Every other cancel path runs once, at the moment of a failure, and can fail or never run (a task process
 OOM-killed while its supervisor lives runs no provider code at all). The sweeper runs on a schedule, like a
-Kubernetes controller: it lists the live jobs, reads each job's owner from the job itself
-(:mod:`airflow_provider_dli.identity`), asks Airflow the state of that task instance through the Task SDK (no
-database access: it works on any executor), decides with :data:`DECISION_TABLE`, and cancels the orphans.
+Kubernetes controller: it lists the live jobs, batch and SQL alike, reads each job's owner from the job itself
+(:mod:`airflow_provider_dli.identity`; a SQL job's from its tags), asks Airflow the state of that task instance
+through the Task SDK (no database access: it works on any executor), decides with :data:`DECISION_TABLE`, and
+cancels the orphans.
 Each job is decided on its own: a job that cannot be read or decided is logged and kept, never the end of a
 sweep.
 
@@ -23,8 +24,8 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from airflow_provider_dli import metrics
-from airflow_provider_dli.identity import DEFAULT_INSTANCE_ID, JobOwner, Scope, belongs_to, owner_of
-from airflow_provider_dli.owned_jobs import live_batches
+from airflow_provider_dli.identity import DEFAULT_INSTANCE_ID, JobOwner, Scope, belongs_to
+from airflow_provider_dli.owned_jobs import job_owner, live_batches, live_sql_jobs
 
 if TYPE_CHECKING:
     from airflow_provider_dli.hooks.dli import DLIHook
@@ -154,6 +155,7 @@ RUNS_PER_QUERY = 50
 @dataclass
 class JobVerdict:
     batch_id: str
+    """The job's id, a SQL job's too (``kind`` says which; the XCom calls it ``job_id``)."""
     name: str
     state: str
     age: float
@@ -165,6 +167,8 @@ class JobVerdict:
     """After the sweep: ``kept``, ``listed`` (dry run), or the bulk cancel's outcome: ``cancelled``,
     ``already_finished``, ``error`` or ``not_tried`` (after DLI refused the credentials)."""
     error: str | None = None
+    kind: str = "batch"
+    """``batch`` or ``sql``."""
 
 
 @dataclass
@@ -176,6 +180,8 @@ class SweepReport:
     airflow_queries: int = 0
     undecided: int = 0
     """Owned jobs that could not be decided (logged, kept)."""
+    listing_error: str | None = None
+    """Why the SQL jobs could not be listed (the batch jobs were swept all the same); the sweeping task fails."""
 
     @property
     def orphans(self) -> list[JobVerdict]:
@@ -188,10 +194,12 @@ class SweepReport:
 
     def table(self) -> str:
         """One line per owned live job, for the task log."""
-        lines = [f"{'batch id':36}  {'state':10}  {'age':>7}  {'owner (dag/run/task try)':60}  {'decision':8}  why"]
+        lines = [
+            f"{'job id':36}  {'kind':5}  {'state':10}  {'age':>7}  {'owner (dag/run/task try)':60}  {'decision':8}  why"
+        ]
         for v in self.verdicts:
             lines.append(
-                f"{v.batch_id:36}  {v.state:10}  {_age(v.age):>7}  {v.owner.describe():60}  "
+                f"{v.batch_id:36}  {v.kind:5}  {v.state:10}  {_age(v.age):>7}  {v.owner.describe():60}  "
                 f"{v.outcome or v.decision:8}  {v.reason} (task: {v.facts.owner_state})"
             )
         return "\n".join(lines)
@@ -205,7 +213,9 @@ class SweepReport:
             "kept": len(self.verdicts) - len(self.orphans) + self.undecided,
             "orphans": [
                 {
-                    "batch_id": v.batch_id,
+                    **({"batch_id": v.batch_id} if v.kind == "batch" else {}),
+                    "job_id": v.batch_id,
+                    "kind": v.kind,
                     "name": v.name,
                     "dag_id": v.owner.dag_id,
                     "run_id": v.owner.run_id,
@@ -236,20 +246,21 @@ def sweep(
     owned: list[tuple[dict[str, Any], JobOwner]] = []
     live = not_ours = 0
     deployment = Scope(instance_id)
-    for batch in live_batches(hook):
+    failures: list[str] = []
+    for job in _live_jobs(hook, deployment, failures):
         live += 1
-        owner = owner_of(batch)
+        owner = job_owner(job)
         if owner is None or not belongs_to(owner, deployment):
             not_ours += 1
             continue
-        owned.append((batch, owner))
-    report = SweepReport(instance_id, live, not_ours)
+        owned.append((job, owner))
+    report = SweepReport(instance_id, live, not_ours, listing_error=failures[0] if failures else None)
     newest = _newest_jobs(owned)
     for batch, owner in owned:
         try:
             report.verdicts.append(_verdict(batch, owner, now, grace_period, newest, instance_id))
         except Exception:  # one job never stops a sweep: it is kept, and the log says why
-            log.exception("DLI batch job %s could not be decided: left alone", batch.get("id"))
+            log.exception("DLI job %s could not be decided: left alone", batch.get("id"))
             report.undecided += 1
     # Ask Airflow only about the owners whose decision depends on it, in as few queries as the SDK allows.
     states = _OwnerStateReader(airflow)
@@ -270,8 +281,11 @@ def sweep(
         for verdict in orphans:
             verdict.outcome = "listed"
     elif orphans:
-        outcomes = hook.cancel_batches([v.batch_id for v in orphans], max_workers=max_workers)
-        by_id = {outcome["batch_id"]: outcome for outcome in outcomes}
+        batch_ids = [v.batch_id for v in orphans if v.kind == "batch"]
+        sql_ids = [v.batch_id for v in orphans if v.kind == "sql"]
+        outcomes = hook.cancel_batches(batch_ids, max_workers=max_workers) if batch_ids else []
+        outcomes += hook.cancel_sql_jobs(sql_ids, max_workers=max_workers) if sql_ids else []
+        by_id = {outcome["job_id"]: outcome for outcome in outcomes}
         for verdict in orphans:
             verdict.outcome, verdict.error = by_id[verdict.batch_id]["outcome"], by_id[verdict.batch_id]["error"]
     for verdict in report.verdicts:
@@ -301,7 +315,21 @@ def _verdict(
         instance_named=instance_id != DEFAULT_INSTANCE_ID,
     )
     name, state = str(batch.get("name") or ""), str(batch["state"])
-    return JobVerdict(str(batch["id"]), name, state, age, owner, facts, "keep", "")
+    kind = str(batch.get("job_kind") or "batch")
+    return JobVerdict(str(batch["id"]), name, state, age, owner, facts, "keep", "", kind=kind)
+
+
+def _live_jobs(hook: DLIHook, deployment: Scope, failures: list[str]) -> Iterator[dict[str, Any]]:
+    """The live batch jobs, then the live SQL jobs tagged for this deployment; a SQL listing that fails is
+    recorded in ``failures`` (the sweep of the batch jobs goes on), a batch listing that fails ends the sweep."""
+    from airflow_provider_dli.client.errors import DLIError
+
+    yield from live_batches(hook)
+    try:
+        yield from live_sql_jobs(hook, deployment)
+    except DLIError as error:
+        log.error("The SQL jobs could not be listed (the batch jobs are swept all the same): %s", error)
+        failures.append(str(error))
 
 
 def _created_seconds(batch: Mapping[str, Any]) -> float | None:

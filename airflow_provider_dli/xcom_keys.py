@@ -11,3 +11,5 @@ XCOM_RETURN_VALUE = "return_value"
 """Airflow's key for what a task returns: a submit task's batch id, or ids from a task that used the hook."""
 BATCH_ID_KEYS = (XCOM_BATCH_ID, XCOM_RETURN_VALUE)
 """Where a failure callback looks for a task's batch ids, in this order."""
+XCOM_SQL_JOB_ID = "dli_sql_job_id"
+"""The key under which the SQL job operator pushes the job's id the moment DLI accepts the job."""

@@ -84,7 +84,14 @@ def test_cancel_batches_partial_failure(dli_emulator: DLIEmulator, make_hook: Ma
     assert by_id[live[2]]["outcome"] == "error"
     assert "HTTP 503" in str(by_id[live[2]]["error"])
     assert by_id[unknown]["outcome"] == "error"
-    assert by_id[finished] == {"batch_id": finished, "outcome": "already_finished", "state": "success", "error": None}
+    assert by_id[finished] == {
+        "job_id": finished,
+        "kind": "batch",
+        "batch_id": finished,  # the key bulk cancels returned before SQL jobs: kept for a batch job
+        "outcome": "already_finished",
+        "state": "success",
+        "error": None,
+    }
     others = [batch_id for batch_id in live if batch_id != live[2]]
     assert all(by_id[batch_id]["outcome"] == "cancelled" for batch_id in others)
     assert all(dli_emulator.state_of(batch_id) == "dead" for batch_id in others)
@@ -155,8 +162,12 @@ def test_thousands_of_failures_give_a_short_message_and_keep_every_outcome(
     assert {o["batch_id"] for o in outcomes if o["outcome"] == "error"} == failing
     log = capfd.readouterr()
     table = (log.out + log.err).partition("could not be cancelled:")[2]
-    rows = {line.split()[0]: line.split()[1] for line in table.splitlines() if line.startswith("  ") and "-" in line}
-    assert rows == {outcome["batch_id"]: outcome["outcome"] for outcome in outcomes}
+    rows = {
+        line.split()[0]: tuple(line.split()[1:3])
+        for line in table.splitlines()
+        if line.startswith("  ") and "-" in line
+    }
+    assert rows == {outcome["batch_id"]: ("batch", outcome["outcome"]) for outcome in outcomes}  # id, kind, outcome
 
 
 def test_operator_with_a_list_of_ids(dli_connection: DLIEmulator) -> None:

@@ -77,11 +77,11 @@ def test_one_short_summary_per_cancel_and_a_table_on_lines_of_its_own(
     assert "already being cancelled" not in output
     assert "could not be cancelled" not in output
     lines = output.splitlines()
-    header = lines.index(next(line for line in lines if line.startswith("  batch id ")))
+    header = lines.index(next(line for line in lines if line.startswith("  job id ")))
     rows = lines[header + 1 : header + 3]
     # Each row is the job, its outcome and its state, and nothing of the logger's (no suffix run into it).
     assert sorted(row.split() for row in rows) == sorted(
-        [batch_id, "cancelled", "cancelling"] for batch_id in dli_emulator.jobs
+        [batch_id, "batch", "cancelled", "cancelling"] for batch_id in dli_emulator.jobs
     )
     assert "loc=" in lines[header + 3]  # the logger's suffix, on a line of its own after the table
 

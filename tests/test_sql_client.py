@@ -102,10 +102,11 @@ def test_bulk_cancel_of_sql_jobs(dli_emulator: DLIEmulator, hook: DLIHook) -> No
     finished = hook.submit_sql_job(INSERT)["job_id"]
     dli_emulator.finish(finished)
     outcomes = hook.cancel_sql_jobs([*live, finished, live[0]])
-    assert [(o["batch_id"], o["outcome"]) for o in outcomes] == [
-        *((job_id, "cancelled") for job_id in live),
-        (finished, "already_finished"),
+    assert [(o["job_id"], o["kind"], o["outcome"]) for o in outcomes] == [
+        *((job_id, "sql", "cancelled") for job_id in live),
+        (finished, "sql", "already_finished"),
     ]
+    assert not any("batch_id" in outcome for outcome in outcomes)  # a SQL job's id is no batch id
     assert {dli_emulator.state_of(job_id) for job_id in live} == {"CANCELLED"}
 
 

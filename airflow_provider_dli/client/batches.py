@@ -245,7 +245,9 @@ class BatchJobs(Conversation):
     def cancel_batches(self, batch_ids: Iterable[str], *, max_workers: int = 16) -> list[BulkCancelOutcome]:
         """Cancel many jobs at once: one outcome per distinct id, in order; one failure never stops the others,
         except a refusal of the credentials (see :func:`~airflow_provider_dli.client.cancels.cancel_many`)."""
-        return cancel_many(self, batch_ids, self.cancel_batch, BATCH_ID, "DLI batch job", max_workers, "batch_ids")
+        return cancel_many(
+            self, batch_ids, self.cancel_batch, BATCH_ID, "DLI batch job", max_workers, "batch_ids", "batch"
+        )
 
     def _judge_refused_cancel(
         self, batch_id: str, refused: DLIAPIError, answer_lost: bool, settle_timeout: float

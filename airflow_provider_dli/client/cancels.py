@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Literal, TypedDict
+from typing import TYPE_CHECKING, Literal, NotRequired, TypedDict
 
 from airflow_provider_dli.client.errors import DLIAPIError, error_text
 from airflow_provider_dli.validation import shown, validate_max_workers
@@ -54,9 +54,18 @@ SQL_SETTLED: dict[str, str] = {"CANCELLED": "dead", "FAILED": "success", "FINISH
 """A SQL job's: only a cancel makes it ``CANCELLED``."""
 
 
+JobKindName = Literal["batch", "sql"]
+BulkOutcome = Literal["cancelled", "already_cancelling", "already_finished", "error", "not_tried"]
+
+
 class BulkCancelOutcome(TypedDict):
-    batch_id: str
-    outcome: Literal["cancelled", "already_cancelling", "already_finished", "error", "not_tried"]
+    """One job's outcome. ``job_id`` and ``kind`` name every job; a batch job's id is also ``batch_id``, the key
+    this provider's bulk cancels have always returned (a SQL job's outcome has none: its id is no batch id)."""
+
+    job_id: str
+    kind: JobKindName
+    batch_id: NotRequired[str]
+    outcome: BulkOutcome
     state: str | None
     error: str | None
 
@@ -91,17 +100,25 @@ _OTHER_OUTCOMES: tuple[tuple[str, str, str], ...] = (
 )
 
 
+def _noun(outcomes: Sequence[BulkCancelOutcome]) -> str:
+    """What the jobs are: ``DLI batch job`` or ``DLI SQL job`` when all are of one kind, else ``DLI job``."""
+    kinds = {outcome["kind"] for outcome in outcomes}
+    return {frozenset({"sql"}): "DLI SQL job", frozenset({"batch", "sql"}): "DLI job"}.get(
+        frozenset(kinds), "DLI batch job"
+    )
+
+
 def bulk_cancel_counts(outcomes: Sequence[BulkCancelOutcome]) -> str:
     """One line for a bulk cancel that names only what happened: ``Cancelled 3 DLI batch jobs`` when all went
-    well, ``Cancelled 2 DLI batch jobs; 1 had already finished`` otherwise."""
+    well, ``Cancelled 2 DLI batch jobs; 1 had already finished`` otherwise (``DLI jobs`` for both kinds)."""
     counts: Counter[str] = Counter(outcome["outcome"] for outcome in outcomes)
     if not outcomes:
         return "No DLI batch job to cancel"
-    cancelled = counts["cancelled"]
+    cancelled, noun = counts["cancelled"], _noun(outcomes)
     lead = (
-        f"Cancelled {cancelled} DLI batch job{'' if cancelled == 1 else 's'}"
+        f"Cancelled {cancelled} {noun}{'' if cancelled == 1 else 's'}"
         if cancelled
-        else f"Cancelled none of {len(outcomes)} DLI batch job{'' if len(outcomes) == 1 else 's'}"
+        else f"Cancelled none of {len(outcomes)} {noun}{'' if len(outcomes) == 1 else 's'}"
     )
     others = [
         one if counts[name] == 1 else several.format(n=counts[name])
@@ -119,8 +136,11 @@ def bulk_cancel_table(outcomes: Sequence[BulkCancelOutcome]) -> str:
     """Every outcome of a bulk cancel, one aligned line per job, for the task log. It starts and ends with a line
     break, so that the logger's own prefix and suffix stay on lines of their own and the columns line up in the
     console and in the UI alike."""
-    rows = [f"  {'batch id':36}  {'outcome':18}  {'state':10}  error"]
-    rows += [f"  {o['batch_id']:36}  {o['outcome']:18}  {_state(o):10}  {o['error'] or ''}".rstrip() for o in outcomes]
+    rows = [f"  {'job id':36}  {'kind':5}  {'outcome':18}  {'state':10}  error"]
+    rows += [
+        f"  {o['job_id']:36}  {o['kind']:5}  {o['outcome']:18}  {_state(o):10}  {o['error'] or ''}".rstrip()
+        for o in outcomes
+    ]
     return "\n" + "\n".join(rows) + "\n"
 
 
@@ -136,10 +156,10 @@ def bulk_cancel_failure(outcomes: Sequence[BulkCancelOutcome], where: str, shown
     failed = [o for o in outcomes if o["outcome"] in ("error", "not_tried")]
     if not failed:
         return None
-    first = "; ".join(f"{o['batch_id']}: {str(o['error'])[:200]}" for o in failed[:shown])
+    first = "; ".join(f"{o['job_id']}: {str(o['error'])[:200]}" for o in failed[:shown])
     more = f"; and {len(failed) - shown} more" if len(failed) > shown else ""
     return (
-        f"{len(failed)} of {len(outcomes)} DLI batch jobs were not cancelled ({bulk_cancel_counts(outcomes)}). "
+        f"{len(failed)} of {len(outcomes)} {_noun(outcomes)}s were not cancelled ({bulk_cancel_counts(outcomes)}). "
         f"{first}{more}. Every job's outcome is in {where}."
     )
 
@@ -186,6 +206,7 @@ def cancel_many(
     noun: str,
     max_workers: int,
     field: str,
+    kind: JobKindName,
 ) -> list[BulkCancelOutcome]:
     """Cancel many jobs at once with ``cancel_one`` (``field`` names the ids in errors): one outcome per distinct
     id, in order; one failure never stops the others, except a refusal of the credentials.
@@ -208,14 +229,20 @@ def cancel_many(
 
     def one(job_id: str) -> BulkCancelOutcome:
         if refused:
-            return {"batch_id": job_id, "outcome": "not_tried", "state": None, "error": NOT_TRIED}
+            return named(job_id, "not_tried", None, NOT_TRIED)
         try:
             result = cancel_one(job_id)
         except Exception as error:  # any failure (even a RecursionError from a freak body) is this id's only
             if isinstance(error, DLIAPIError) and error.answer.locks_key:
                 refused.append(error)
-            return {"batch_id": job_id, "outcome": "error", "state": None, "error": error_text(error)}
-        return {"batch_id": job_id, "outcome": result["outcome"], "state": result["state"], "error": None}
+            return named(job_id, "error", None, error_text(error))
+        return named(job_id, result["outcome"], result["state"], None)
+
+    def named(job_id: str, outcome: BulkOutcome, state: str | None, error: str | None) -> BulkCancelOutcome:
+        record: BulkCancelOutcome = {"job_id": job_id, "kind": kind, "outcome": outcome, "state": state, "error": error}
+        if kind == "batch":
+            record["batch_id"] = job_id
+        return record
 
     if not ids:
         return []

@@ -167,7 +167,7 @@ class SqlJobs(Conversation):
 
     def cancel_sql_jobs(self, job_ids: Iterable[str], *, max_workers: int = 16) -> list[BulkCancelOutcome]:
         """Cancel many SQL jobs at once, as :meth:`cancel_batches` cancels batch jobs."""
-        return cancel_many(self, job_ids, self.cancel_sql_job, BATCH_ID, "DLI SQL job", max_workers, "job_ids")
+        return cancel_many(self, job_ids, self.cancel_sql_job, BATCH_ID, "DLI SQL job", max_workers, "job_ids", "sql")
 
 
 def _page_jobs(body: dict[str, Any], page: int) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""DLICancelBatchNotifier: cancel a batch job from a task's or a DAG's failure (or retry) callback.
+"""DLICancelBatchNotifier: cancel a DLI job (batch or SQL) from a task's or a DAG's failure (or retry) callback.
 
 Callbacks run on the worker after an exception or ``execution_timeout``, and in the DAG processor after a
 killed task or a missed heartbeat; both give a context whose ``ti`` can pull XCom, so one code path serves.
@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseNotifier
 
-from airflow_provider_dli.validation import resolved_later, validate_batch_id
-from airflow_provider_dli.xcom_keys import BATCH_ID_KEYS, XCOM_BATCH_ID
+from airflow_provider_dli.validation import resolved_later, validate_batch_id, validate_sql_job_id
+from airflow_provider_dli.xcom_keys import BATCH_ID_KEYS, XCOM_BATCH_ID, XCOM_SQL_JOB_ID
 
 if TYPE_CHECKING:
     import jinja2
@@ -29,7 +29,8 @@ class DLICancelBatchNotifier(BaseNotifier):
     """Cancel the batch job(s) of a task when a callback fires.
 
     :param batch_id: the job's id, or a list of ids (templated). Without it, the XCom ``dli_batch_id``
-        (then ``return_value``) of the task instance is used: one id or a list of ids.
+        (then ``return_value``) of the task instance is used: one id or a list of ids; and a SQL job's id in
+        ``dli_sql_job_id`` (what :class:`~airflow_provider_dli.operators.dli.DLISqlJobOperator` pushes).
     :param source_task_id: the task that submitted the job (templated); by default the task whose callback
         fires. Needed in DAG-level callbacks.
     :param source_map_index: with ``source_task_id``, only this map index of that task (templated, e.g.
@@ -38,7 +39,7 @@ class DLICancelBatchNotifier(BaseNotifier):
     :param project_id: overrides the connection's project (templated).
     :param this_dag_run: instead of ids, cancel every live job that this DAG run's submit operators started, as
         the jobs' owner records say (this deployment's ``[dli] instance_id``, this DAG and run, exactly), from
-        one listing per live state and with concurrent cancels.
+        one listing per live state and with concurrent cancels; its SQL jobs too (listed by the run's tag).
         Meant for a DAG-level ``on_failure_callback``.
 
     Whose jobs: without ``source_task_id``, only the job(s) of the task instance whose callback fires, so the
@@ -102,6 +103,10 @@ class DLICancelBatchNotifier(BaseNotifier):
             where = f"DAG run {run_id}"
             hook = DLIHook(self.dli_conn_id, project_id=self.project_id, caller=f"{dag_id} callback")
             batch_ids = self._dag_run_job_ids(hook, dag_id, run_id)
+            try:  # a failed SQL listing must not keep the run's batch jobs from being cancelled
+                sql_ids, sql_listing_failed = self._dag_run_sql_job_ids(hook, dag_id, run_id), None
+            except DLIError as error:
+                sql_ids, sql_listing_failed = [], error
         else:
             ti = context.get("ti")
             task = f"{ti.dag_id}.{ti.task_id}" if ti is not None else str(context.get("run_id", "DAG"))
@@ -112,13 +117,19 @@ class DLICancelBatchNotifier(BaseNotifier):
                 batch_ids = list(self.batch_id)
             else:
                 batch_ids = self._batch_ids_from_xcom(context)
-            if not batch_ids:
+            sql_ids = self._sql_job_ids_from_xcom(context) if self.batch_id is None else []
+            sql_listing_failed = None
+            if not batch_ids and not sql_ids:
                 self.log.info("No DLI batch job id found for %s: nothing to cancel", where)
                 return
             hook = DLIHook(self.dli_conn_id, project_id=self.project_id, caller=f"{task} callback")
-        outcomes = hook.cancel_batches(batch_ids)
+        outcomes = (hook.cancel_batches(batch_ids) if batch_ids else []) + (
+            hook.cancel_sql_jobs(sql_ids) if sql_ids else []
+        )
         self.log.info("%s (callback of %s):%s", bulk_cancel_counts(outcomes), where, bulk_cancel_table(outcomes))
         failure = bulk_cancel_failure(outcomes, "the log of this callback")
+        if sql_listing_failed is not None:
+            failure = f"{failure or ''} The run's SQL jobs could not be listed: {sql_listing_failed}".strip()
         if failure:
             raise DLIError(failure)
 
@@ -129,19 +140,39 @@ class DLICancelBatchNotifier(BaseNotifier):
 
         return [str(batch["id"]) for batch in live_jobs_of(hook, Scope(instance_id(), dag_id, run_id))]
 
+    def _dag_run_sql_job_ids(self, hook: DLIHook, dag_id: str, run_id: str) -> list[str]:
+        """Every live SQL job of the DAG run, as the jobs' owner records say: one listing per live status."""
+        from airflow_provider_dli.identity import Scope, instance_id
+        from airflow_provider_dli.owned_jobs import live_sql_jobs_of
+
+        return [str(job["id"]) for job in live_sql_jobs_of(hook, Scope(instance_id(), dag_id, run_id))]
+
+    def _sql_job_ids_from_xcom(self, context: Context) -> list[str]:
+        """The SQL job ids that the task (or ``source_task_id``) pushed under ``dli_sql_job_id``."""
+        ti = context.get("ti")
+        if ti is None:
+            return []
+        task_id = self.source_task_id or ti.task_id
+        value: Any = ti.xcom_pull(task_ids=task_id, key=XCOM_SQL_JOB_ID, **self._map_indexes(ti))
+        values = value if isinstance(value, list) else [value]
+        return [validate_sql_job_id(item, f"XCom {XCOM_SQL_JOB_ID!r} of task {task_id!r}") for item in values if item]
+
+    def _map_indexes(self, ti: Any) -> dict[str, Any]:
+        """xcom_pull without map_indexes returns every map index's value: pick this task instance's own, or the
+        map index asked for, or (source_task_id alone) all of them."""
+        if self.source_task_id is None:
+            return {"map_indexes": getattr(ti, "map_index", -1)}
+        if self.source_map_index is not None:
+            return {"map_indexes": _map_index(self.source_map_index)}
+        return {}
+
     def _batch_ids_from_xcom(self, context: Context) -> list[str]:
         ti = context.get("ti")
         if ti is None:
             self.log.warning("The callback context has no task instance: pass batch_id= to the notifier")
             return []
         task_id = self.source_task_id or ti.task_id
-        # xcom_pull without map_indexes returns every map index's value: pick this task instance's own,
-        # or the map index asked for, or (source_task_id alone) all of them.
-        pull: dict[str, Any] = {}
-        if self.source_task_id is None:
-            pull["map_indexes"] = getattr(ti, "map_index", -1)
-        elif self.source_map_index is not None:
-            pull["map_indexes"] = _map_index(self.source_map_index)
+        pull = self._map_indexes(ti)
         for key in BATCH_ID_KEYS:
             value: Any = ti.xcom_pull(task_ids=task_id, key=key, **pull)
             values = value if isinstance(value, list) else [value]

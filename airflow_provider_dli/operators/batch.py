@@ -335,7 +335,8 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
     def _earlier_tries_job(self, name: str, owner: JobOwner, context: Context) -> str | None:
         """The newest job of the earlier tries, to take over, unless it failed; older live ones are cancelled."""
         from airflow_provider_dli.exceptions import DLIError
-        from airflow_provider_dli.owned_jobs import search_floor, tries_jobs
+        from airflow_provider_dli.job_kinds import BATCH
+        from airflow_provider_dli.owned_jobs import search_floor, take_over, tries_jobs
 
         earlier = range(owner.first_try, owner.try_number)
         try:
@@ -345,15 +346,15 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
                 f"The jobs of this task's earlier tries could not be looked for ({error}), so no job was submitted, "
                 "lest it run twice: a retry looks for them again"
             ) from error
-        if not found:
+        taken = take_over(found, BATCH)
+        if taken is None:
+            if found:
+                batch_id, state = found[0][0]["id"], found[0][0]["state"]
+                self.log.info("The earlier try's DLI batch job %s ended %s: submitting the job anew", batch_id, state)
             return None
-        (newest, newest_owner), older = found[0], found[1:]
+        newest, newest_owner, duplicates = taken
         batch_id, state = str(newest["id"]), newest["state"]
-        if state not in LIVE_STATES and state != "success":
-            self.log.info("The earlier try's DLI batch job %s ended %s: submitting the job anew", batch_id, state)
-            return None
         self.log.info("Adopting DLI batch job %s (%s), submitted by try %d", batch_id, state, newest_owner.try_number)
-        duplicates = [str(batch["id"]) for batch, _ in older if batch["state"] in LIVE_STATES]
         if duplicates:
             self.log.warning("Cancelling %d older live job(s) of this task instance: %s", len(duplicates), duplicates)
             from airflow_provider_dli.client.cancels import bulk_cancel_counts

@@ -123,8 +123,11 @@ class DLICancelBatchOperator(BaseOperator):
             bulk_cancel_table,
             cancel_summary,
         )
+        from airflow_provider_dli.client.errors import DLIError
 
         hook = self.hook
+        sql_ids: list[str] = []
+        sql_listing_failed: DLIError | None = None
         if not self.filtered:  # never the filter's branch: a batch_id that rendered to None must not cancel all
             batch_ids = batch_id_or_ids("batch_id", self.batch_id)
             if isinstance(batch_ids, str):
@@ -135,15 +138,38 @@ class DLICancelBatchOperator(BaseOperator):
             ids = batch_ids
         else:
             matching = self.matching_jobs(hook, context)
-            self.log.info("%d live DLI batch job(s) match the filter", len(matching))
+            try:  # a failed SQL listing must not keep the run's batch jobs from being cancelled
+                sql_jobs = self.matching_sql_jobs(hook, context)
+            except DLIError as error:
+                sql_jobs, sql_listing_failed = [], error
+            self.log.info("%d live DLI batch job(s), %d SQL job(s) match the filter", len(matching), len(sql_jobs))
             for batch in matching:
                 self.log.info("  %s  %-10s  %s", batch["id"], batch["state"], batch.get("name", ""))
+            for job in sql_jobs:
+                self.log.info("  %s  %-10s  SQL: %s", job["id"], job["state"], str(job.get("statement"))[:80])
             if self.list_only:
-                return [{"batch_id": b["id"], "name": b.get("name"), "state": b["state"]} for b in matching]
+                batches = [
+                    {
+                        "job_id": b["id"],
+                        "kind": "batch",
+                        "batch_id": b["id"],
+                        "name": b.get("name"),
+                        "state": b["state"],
+                    }
+                    for b in matching
+                ]
+                return batches + [
+                    {"job_id": j["id"], "kind": "sql", "name": None, "state": j["state"]} for j in sql_jobs
+                ]
             ids = [batch["id"] for batch in matching]
+            sql_ids = [str(job["id"]) for job in sql_jobs]
         outcomes = hook.cancel_batches(ids, max_workers=self.max_workers)
+        if sql_ids:
+            outcomes += hook.cancel_sql_jobs(sql_ids, max_workers=self.max_workers)
         self.log.info("%s:%s", bulk_cancel_counts(outcomes), bulk_cancel_table(outcomes))
         failure = bulk_cancel_failure(outcomes, "the XCom return_value and the task log")
+        if sql_listing_failed is not None:
+            failure = f"{failure or ''} The run's SQL jobs could not be listed: {sql_listing_failed}".strip()
         if (failure or self.fail_after_cancel) and (ti := context.get("ti")) is not None:
             ti.xcom_push(key="return_value", value=outcomes)  # kept, though the task fails
         if failure:
@@ -153,6 +179,16 @@ class DLICancelBatchOperator(BaseOperator):
                 f"Kill switch: {bulk_cancel_counts(outcomes)}; failing (fail_after_cancel) so that the DAG run fails"
             )
         return outcomes
+
+    def matching_sql_jobs(self, hook: DLIHook, context: Context) -> list[dict[str, Any]]:
+        """With ``this_dag_run``, the run's live SQL jobs too: one listing filtered by the run's tag, matched on
+        the owner record (``queue_name`` and ``job_name`` filters name batch jobs only)."""
+        if not self.this_dag_run or self.queue_name is not None or self.job_name is not None:
+            return []
+        from airflow_provider_dli.identity import Scope, instance_id
+        from airflow_provider_dli.owned_jobs import live_sql_jobs_of
+
+        return live_sql_jobs_of(hook, Scope(instance_id(), context["ti"].dag_id, context["ti"].run_id))
 
     def matching_jobs(self, hook: DLIHook, context: Context) -> list[dict[str, Any]]:
         """The live jobs that the filter matches, from one listing per live state (never the project's history).

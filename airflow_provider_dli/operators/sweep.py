@@ -94,7 +94,7 @@ class DLIOrphanSweepOperator(BaseOperator):
         )
         orphans = report.orphans
         self.log.info(
-            "%d live DLI batch job(s); %d not submitted by Airflow instance %r (left alone); %d orphan(s) "
+            "%d live DLI job(s); %d not submitted by Airflow instance %r (left alone); %d orphan(s) "
             "(%d Task SDK queries)%s:\n%s\n",
             report.live_jobs,
             report.not_ours,
@@ -105,12 +105,12 @@ class DLIOrphanSweepOperator(BaseOperator):
             report.table(),
         )
         failed = report.not_cancelled
-        if failed:
+        if failed or report.listing_error:
             context["ti"].xcom_push(key="return_value", value=report.result())  # what it did, failed or not
             details = "; ".join(f"{verdict.batch_id}: {verdict.error}" for verdict in failed)
-            raise AirflowException(
-                f"{len(failed)} of {len(orphans)} orphaned DLI batch jobs were not cancelled: {details}"
-            )
+            unlisted = f"The SQL jobs could not be listed: {report.listing_error}" if report.listing_error else ""
+            not_cancelled = f"{len(failed)} of {len(orphans)} orphaned DLI jobs were not cancelled: {details}. "
+            raise AirflowException(f"{not_cancelled if failed else ''}{unlisted}".strip())
         return report.result()
 
     def _warn_of_the_default_instance_id(self, default: str) -> None:

@@ -1,4 +1,5 @@
-"""DLIBatchTrigger: wait in the triggerer until a batch job ends, and cancel it when the wait is abandoned.
+"""DLIBatchTrigger: wait in the triggerer until a job ends, and cancel it when the wait is abandoned: a Spark batch
+job, or a SQL job (``job_kind="sql"``; :mod:`airflow_provider_dli.job_kinds` says what differs).
 
 The hook is synchronous (one place for HTTP); its calls run in a worker thread (``asyncio.to_thread``) so
 the triggerer's event loop never blocks. The connection is fetched with ``aget_connection`` for the same
@@ -17,8 +18,8 @@ from airflow import __version__ as airflow_version
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 from packaging.version import Version
 
-from airflow_provider_dli.states import OUTAGE_TOLERANCE, TERMINAL_STATES, Outage, UnknownStates
-from airflow_provider_dli.xcom_keys import XCOM_BATCH_ID
+from airflow_provider_dli.job_kinds import job_kind as kind_named
+from airflow_provider_dli.states import OUTAGE_TOLERANCE, Outage, UnknownStates
 
 if TYPE_CHECKING:
     from airflow_provider_dli.hooks.dli import DLIHook
@@ -49,7 +50,8 @@ def _in_background(coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
 class DLIBatchTrigger(BaseTrigger):
     """Poll the job's state until it is terminal; fire one event.
 
-    Events: ``{"status": "success" | "dead", "batch_id", "state"}`` when the job ended; ``"timeout"`` when
+    Events: ``{"status": "success" | "dead", "batch_id", "state"}`` when the job ended (a SQL job's status:
+    ``FINISHED``, ``FAILED``, ``CANCELLED``; ``batch_id`` is then the SQL job's id); ``"timeout"`` when
     ``deadline`` (epoch seconds) passed first, after cancelling the job if ``cancel_on_timeout``;
     ``"error"`` with a ``message`` when DLI refused to answer (a 401 or 403, an unknown job), or its polls failed
     for longer than ``outage_tolerance`` seconds (no answer, a 5xx, ``DLI.0999``, a maintenance page...; see
@@ -57,6 +59,7 @@ class DLIBatchTrigger(BaseTrigger):
 
     :param waiting_since: epoch seconds the task got its job: the lines logged while waiting (a line per change
         of state, and a heartbeat every ``[dli] progress_log_interval`` seconds) say how long it has waited.
+    :param job_kind: ``batch`` (a Spark batch job) or ``sql`` (a SQL job).
     :param cancel_on_kill: cancel the job when a person marks the deferred task failed or success, or
         clears it (``on_kill``, Airflow 3.3+). Never on a triggerer restart or redistribution, which only
         move the wait elsewhere.
@@ -90,8 +93,10 @@ class DLIBatchTrigger(BaseTrigger):
         outage_tolerance: float = OUTAGE_TOLERANCE,
         caller: str | None = None,
         waiting_since: float | None = None,
+        job_kind: str = "batch",
     ) -> None:
         super().__init__()
+        self.kind = kind_named(job_kind)
         if isinstance(poll_interval, bool) or not isinstance(poll_interval, int | float) or not poll_interval > 0:
             raise ValueError(
                 f"poll_interval must be seconds > 0, or the trigger polls DLI non-stop; got {poll_interval!r}"
@@ -121,6 +126,7 @@ class DLIBatchTrigger(BaseTrigger):
                 "outage_tolerance": self.outage_tolerance,
                 "caller": self.caller,
                 "waiting_since": self.waiting_since,
+                "job_kind": self.kind.name,
             },
         )
 
@@ -144,23 +150,24 @@ class DLIBatchTrigger(BaseTrigger):
             _in_background(self._warm_up_task_sdk())
         try:
             hook = await self._hook()
-            unknown = UnknownStates(self.batch_id)
+            kind = self.kind
+            unknown = UnknownStates(self.batch_id, known=kind.known, noun=kind.noun.removeprefix("DLI "))
             interval = progress_log_interval_or_default(self.log.warning)
-            progress = WaitProgress(self.batch_id, since=self.waiting_since, interval=interval)
+            progress = WaitProgress(self.batch_id, since=self.waiting_since, interval=interval, noun=kind.noun)
             outage = Outage(self.outage_tolerance)
             while True:
                 try:
-                    state: str | None = await asyncio.to_thread(hook.get_batch_state, self.batch_id)
+                    state: str | None = await asyncio.to_thread(getattr(hook, kind.read_state), self.batch_id)
                     outage.answered()
                 except DLIError as error:
                     if not outage.tolerate(error):
                         raise
                     count("dli.poll.failed")
                     self.log.warning(
-                        "Could not read the state of DLI batch job %s (%s): %s", self.batch_id, outage.describe(), error
+                        "Could not read the state of %s %s (%s): %s", kind.noun, self.batch_id, outage.describe(), error
                     )
                     state = None
-                if state in TERMINAL_STATES:
+                if state in kind.terminal:
                     yield TriggerEvent({"status": state, "batch_id": self.batch_id, "state": state})
                     return
                 if state is not None and (line := progress.line(state)):
@@ -171,9 +178,9 @@ class DLIBatchTrigger(BaseTrigger):
                 remaining = None if self.deadline is None else self.deadline - time.time()
                 if remaining is not None and remaining <= 0:
                     if self.cancel_on_timeout:
-                        self.log.warning("Timed out waiting for DLI batch job %s: cancelling it", self.batch_id)
-                        result = await asyncio.to_thread(hook.cancel_batch, self.batch_id)
-                        self.log.info("%s", cancel_summary(result))
+                        self.log.warning("Timed out waiting for %s %s: cancelling it", kind.noun, self.batch_id)
+                        result = await asyncio.to_thread(getattr(hook, kind.cancel), self.batch_id)
+                        self.log.info("%s", cancel_summary(result, kind.noun))
                     yield TriggerEvent({"status": "timeout", "batch_id": self.batch_id, "state": state})
                     return
                 await asyncio.sleep(self.poll_interval if remaining is None else min(self.poll_interval, remaining))
@@ -190,14 +197,16 @@ class DLIBatchTrigger(BaseTrigger):
 
         if await self._task_still_waits_on_this_job():
             self.log.info(
-                "The task is still deferred on DLI batch job %s: this trigger only moved to another triggerer, "
+                "The task is still deferred on %s %s: this trigger only moved to another triggerer, "
                 "which watches the job now; not cancelling it",
+                self.kind.noun,
                 self.batch_id,
             )
             return
         hook = await self._hook(**ON_KILL_HOOK_OPTIONS)
-        self.log.info("The deferred task was ended by a person: cancelling DLI batch job %s", self.batch_id)
-        self.log.info("%s", cancel_summary(await asyncio.to_thread(hook.cancel_batch, self.batch_id)))
+        self.log.info("The deferred task was ended by a person: cancelling %s %s", self.kind.noun, self.batch_id)
+        result = await asyncio.to_thread(getattr(hook, self.kind.cancel), self.batch_id)
+        self.log.info("%s", cancel_summary(result, self.kind.noun))
 
     async def _task_still_waits_on_this_job(self) -> bool:
         """Whether the task instance is still deferred on this job, read through the Task SDK from inside the
@@ -229,7 +238,7 @@ class DLIBatchTrigger(BaseTrigger):
         if states.get(ti.run_id, {}).get(key) != "deferred":
             return False
         batch_id = XCom.get_one(
-            key=XCOM_BATCH_ID, dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=ti.map_index
+            key=self.kind.xcom_key, dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=ti.map_index
         )
         # No id at all: a deferred sensor, which pushes none; the job is not its own, and deferred is enough.
         return batch_id is None or bool(batch_id == self.batch_id)

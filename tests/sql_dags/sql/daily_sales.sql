@@ -1,0 +1,1 @@
+INSERT INTO sales_daily SELECT * FROM sales WHERE day = '{{ ds }}'
