@@ -1,7 +1,7 @@
 """``airflow dli``: act on DLI from a terminal during an incident, with the code paths the operators use.
 
-- ``airflow dli jobs DAG_ID RUN_ID``: every job of a DAG run (the names its submit operators gave them).
-- ``airflow dli cancel DAG_ID RUN_ID [--dry-run]``: cancel the run's live jobs, as the kill switch does.
+- ``airflow dli jobs DAG_ID RUN_ID``: every job of a DAG run, Spark batch jobs and SQL jobs, by their owner records.
+- ``airflow dli cancel DAG_ID RUN_ID [--dry-run]``: cancel the run's live jobs of both kinds, as the kill switch does.
 - ``airflow dli sweep [--list-only]``: one run of the orphan sweeper, asking Airflow's metadata database
   about the owners (the CLI runs beside Airflow, not in a task, so there is no Task SDK to ask).
 
@@ -38,10 +38,10 @@ RUN_ID = Option(("run_id",), {"help": "the DAG run id, e.g. scheduled__2026-11-2
 
 
 def jobs(args: argparse.Namespace) -> None:
-    """Print every job of the DAG run, live or ended, from one listing."""
+    """Print every job of the DAG run, live or ended: one listing of each kind."""
     hook = _hook(args)
     found = _dag_run_jobs(hook, args.dag_id, args.run_id, live=False)
-    print(f"{len(found)} DLI batch job(s) of DAG run {args.dag_id} / {args.run_id} in project {hook.project_id}:")
+    print(f"{_counts(found)} of DAG run {args.dag_id} / {args.run_id} in project {hook.project_id}:")
     print(_job_table(found))
 
 
@@ -53,10 +53,14 @@ def cancel(args: argparse.Namespace) -> None:
     live = _dag_run_jobs(hook, args.dag_id, args.run_id, live=True)
     if args.dry_run or not live:
         verb = "would be cancelled (dry run)" if args.dry_run else "to cancel"
-        print(f"{len(live)} live DLI batch job(s) of DAG run {args.dag_id} / {args.run_id} {verb}:")
+        print(f"Live: {_counts(live)} of DAG run {args.dag_id} / {args.run_id} {verb}:")
         print(_job_table(live))
         return
-    outcomes = hook.cancel_batches([str(job["id"]) for job in live])
+    batch_ids = [str(job["id"]) for job in live if job.get("job_kind") != "sql"]
+    sql_ids = [str(job["id"]) for job in live if job.get("job_kind") == "sql"]
+    outcomes = (hook.cancel_batches(batch_ids) if batch_ids else []) + (
+        hook.cancel_sql_jobs(sql_ids) if sql_ids else []
+    )
     print(f"{bulk_cancel_counts(outcomes)}:{bulk_cancel_table(outcomes)}", end="")
     failure = bulk_cancel_failure(outcomes, "the table above")
     if failure:
@@ -78,10 +82,12 @@ def sweep(args: argparse.Namespace) -> None:
     )
     dry_run = " (list only: nothing cancelled)" if args.list_only else ""
     print(
-        f"{report.live_jobs} live DLI batch job(s); {report.not_ours} not submitted by Airflow instance "
+        f"{report.live_jobs} live DLI job(s), batch and SQL; {report.not_ours} not submitted by Airflow instance "
         f"{report.instance_id!r} (left alone); {len(report.orphans)} orphan(s){dry_run}:"
     )
     print(report.table())
+    if report.listing_error:
+        sys.exit(f"The SQL jobs could not be listed (the batch jobs were swept): {report.listing_error}")
     if report.not_cancelled:
         sys.exit(f"{len(report.not_cancelled)} orphan(s) could not be cancelled: see the table above")
 
@@ -95,10 +101,10 @@ class Command:
 
 
 COMMANDS = (
-    Command("jobs", "List a DAG run's DLI batch jobs", jobs, (DAG_ID, RUN_ID, CONN_ID, PROJECT_ID)),
+    Command("jobs", "List a DAG run's DLI jobs (batch and SQL)", jobs, (DAG_ID, RUN_ID, CONN_ID, PROJECT_ID)),
     Command(
         "cancel",
-        "Cancel a DAG run's live DLI batch jobs",
+        "Cancel a DAG run's live DLI jobs (batch and SQL)",
         cancel,
         (
             DAG_ID,
@@ -226,23 +232,37 @@ def _hook(args: argparse.Namespace) -> DLIHook:
 
 
 def _dag_run_jobs(hook: DLIHook, dag_id: str, run_id: str, *, live: bool) -> list[dict[str, Any]]:
-    """The run's jobs as their owner records say (this deployment's instance id, the exact DAG and run ids), as
-    the kill switch and the run-wide notifier find them: the live ones from one listing per live state; all of
-    them (``live=False``, for a person's look) from the project's whole history."""
+    """The run's batch jobs, then its SQL jobs, as their owner records say (this deployment's instance id, the
+    exact DAG and run ids), as the kill switch and the run-wide notifier find them: the live ones from one listing
+    per live state; all of them (``live=False``, for a person's look) from the project's whole batch history and
+    the SQL jobs tagged with the run."""
     from airflow_provider_dli.identity import Scope, belongs_to, instance_id, owner_of
-    from airflow_provider_dli.owned_jobs import live_jobs_of
+    from airflow_provider_dli.owned_jobs import live_jobs_of, live_sql_jobs_of, sql_jobs_of
 
     run = Scope(instance_id(), dag_id, run_id)
     if live:
-        return live_jobs_of(hook, run)
-    return [batch for batch in hook.list_batches() if belongs_to(owner_of(batch), run)]
+        return [*live_jobs_of(hook, run), *live_sql_jobs_of(hook, run)]
+    batches = [batch for batch in hook.list_batches() if belongs_to(owner_of(batch), run)]
+    return [*batches, *(job for job, _ in sql_jobs_of(hook, run, since_ms=None))]
+
+
+def _kind(job: dict[str, Any]) -> str:
+    return "sql" if job.get("job_kind") == "sql" else "batch"
+
+
+def _counts(found: Sequence[dict[str, Any]]) -> str:
+    """``2 DLI batch job(s) and 1 SQL job(s)``."""
+    sql = sum(_kind(job) == "sql" for job in found)
+    return f"{len(found) - sql} DLI batch job(s) and {sql} SQL job(s)"
 
 
 def _state(job: dict[str, Any]) -> str:
-    return str(job.get("state", "")).lower()
+    """A batch job's state as the batch API spells it (lower-case), a SQL job's as the SQL API does."""
+    state = str(job.get("state", ""))
+    return state if _kind(job) == "sql" else state.lower()
 
 
 def _job_table(found: Sequence[dict[str, Any]]) -> str:
-    rows = [f"  {'batch id':36}  {'state':10}  name"]
-    rows += [f"  {job['id']:36}  {_state(job):10}  {job.get('name') or ''}" for job in found]
+    rows = [f"  {'job id':36}  {'kind':5}  {'state':10}  name"]
+    rows += [f"  {job['id']:36}  {_kind(job):5}  {_state(job):10}  {job.get('name') or ''}" for job in found]
     return "\n".join(rows)

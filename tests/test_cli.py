@@ -3,6 +3,7 @@ own processes, against DAG runs that ``airflow dags test`` left behind with live
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import subprocess
 import sys
@@ -20,10 +21,10 @@ AIRFLOW_ADDS_THE_GROUP = Version(airflow_version) >= Version("3.3")
 """Airflow 3.3 reads the provider info's ``cli`` entry; 3.1 does not."""
 CLI = [AIRFLOW, "dli"] if AIRFLOW_ADDS_THE_GROUP else [sys.executable, "-m", "airflow_provider_dli"]
 
-# Two fire-and-forget jobs, then a failure: the run ends failed with both jobs running.
+# Two fire-and-forget Spark jobs and a SQL job, then a failure: the run ends failed with the three jobs running.
 DAG_FILE = """
 from airflow.sdk import DAG, task
-from airflow_provider_dli.operators.dli import DLISubmitBatchOperator
+from airflow_provider_dli.operators.dli import DLISqlJobOperator, DLISubmitBatchOperator
 
 with DAG("dli_test_cli", schedule=None, catchup=False):
     @task
@@ -31,8 +32,13 @@ with DAG("dli_test_cli", schedule=None, catchup=False):
         raise ValueError("bad input")
 
     [
-        DLISubmitBatchOperator(task_id=f"submit_{n}", file="obs://b/app.jar", class_name="A", wait_for_completion=False)
-        for n in range(2)
+        *(
+            DLISubmitBatchOperator(
+                task_id=f"submit_{n}", file="obs://b/app.jar", class_name="A", wait_for_completion=False
+            )
+            for n in range(2)
+        ),
+        DLISqlJobOperator(task_id="load", sql="INSERT INTO t SELECT * FROM s", wait_for_completion=False),
     ] >> check_input()
 """
 
@@ -50,16 +56,17 @@ def dags_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def failed_run(home: AirflowHome, dags_folder: Path, emulator: DLIEmulator) -> tuple[str, set[str]]:
-    """A failed run of the DAG: its run id and its two live jobs."""
-    before = set(emulator.jobs)
+def failed_run(home: AirflowHome, dags_folder: Path, emulator: DLIEmulator) -> tuple[str, set[str], str]:
+    """A failed run of the DAG: its run id, its two live batch jobs and its live SQL job."""
+    before, sql_before = set(emulator.jobs), set(emulator.sql_jobs)
     result = home.run("dags", "test", "dli_test_cli", dags_folder=dags_folder, emulator=emulator)
     assert result.returncode != 0  # check_input failed
     with sqlite3.connect(home.path / "airflow.db") as db:
         [(run_id,)] = db.execute("SELECT run_id FROM dag_run WHERE dag_id = 'dli_test_cli' ORDER BY id DESC LIMIT 1")
     jobs = set(emulator.jobs) - before
+    [sql_job] = set(emulator.sql_jobs) - sql_before
     assert len(jobs) == 2
-    return str(run_id), jobs
+    return str(run_id), jobs, sql_job
 
 
 def dli(home: AirflowHome, dags_folder: Path, emulator: DLIEmulator, *args: str) -> subprocess.CompletedProcess[str]:
@@ -76,42 +83,48 @@ def dli(home: AirflowHome, dags_folder: Path, emulator: DLIEmulator, *args: str)
 def test_list_cancel_and_sweep_a_failed_runs_jobs(
     airflow_home: AirflowHome, dags_folder: Path, emulator: DLIEmulator
 ) -> None:
-    run_a, jobs_a = failed_run(airflow_home, dags_folder, emulator)
-    _, jobs_b = failed_run(airflow_home, dags_folder, emulator)
+    """Each command covers a run's SQL job beside its Spark jobs, and names each job's kind."""
+    run_a, jobs_a, sql_a = failed_run(airflow_home, dags_folder, emulator)
+    _, jobs_b, sql_b = failed_run(airflow_home, dags_folder, emulator)
 
     listed = dli(airflow_home, dags_folder, emulator, "jobs", "dli_test_cli", run_a)
     assert listed.returncode == 0, listed.stderr[-3000:]
-    assert f"2 DLI batch job(s) of DAG run dli_test_cli / {run_a}" in listed.stdout
+    assert f"2 DLI batch job(s) and 1 SQL job(s) of DAG run dli_test_cli / {run_a}" in listed.stdout
     assert all(batch_id in listed.stdout for batch_id in jobs_a)
-    assert not any(batch_id in listed.stdout for batch_id in jobs_b)
+    assert re.search(rf"{sql_a}\s+sql\s+RUNNING", listed.stdout)
+    assert not any(job_id in listed.stdout for job_id in {*jobs_b, sql_b})
 
     dry_run = dli(airflow_home, dags_folder, emulator, "cancel", "dli_test_cli", run_a, "--dry-run")
     assert dry_run.returncode == 0, dry_run.stderr[-3000:]
-    assert "2 live DLI batch job(s)" in dry_run.stdout
+    assert "Live: 2 DLI batch job(s) and 1 SQL job(s)" in dry_run.stdout
     assert "would be cancelled (dry run)" in dry_run.stdout
-    assert all(batch_id in dry_run.stdout for batch_id in jobs_a)
+    assert all(job_id in dry_run.stdout for job_id in {*jobs_a, sql_a})
 
     # The sweeper's dry run: both runs failed, so their fire-and-forget jobs are orphans, listed and left alone.
     preview = dli(airflow_home, dags_folder, emulator, "sweep", "--list-only", "--grace-period", "0")
     assert preview.returncode == 0, preview.stderr[-3000:]
-    assert "4 orphan(s) (list only: nothing cancelled)" in preview.stdout
-    for batch_id in jobs_a | jobs_b:
-        [line] = [line for line in preview.stdout.splitlines() if line.startswith(batch_id)]
+    assert "6 orphan(s) (list only: nothing cancelled)" in preview.stdout
+    for job_id in jobs_a | jobs_b | {sql_a, sql_b}:
+        [line] = [line for line in preview.stdout.splitlines() if line.startswith(job_id)]
         assert "listed" in line
         assert "fire-and-forget job of a failed DAG run" in line
+        assert re.match(rf"{job_id}\s+{'sql' if job_id in (sql_a, sql_b) else 'batch'}\s", line)
     assert emulator.cancel_events == []
 
     cancelled = dli(airflow_home, dags_folder, emulator, "cancel", "dli_test_cli", run_a)
     assert cancelled.returncode == 0, cancelled.stderr[-3000:]
-    assert "Cancelled 2 DLI batch jobs" in cancelled.stdout
+    assert "Cancelled 3 DLI jobs" in cancelled.stdout
+    assert re.search(rf"{sql_a}\s+sql\s+cancelled", cancelled.stdout)
     assert {emulator.state_of(batch_id) for batch_id in jobs_a} == {"dead"}
-    assert {emulator.state_of(batch_id) for batch_id in jobs_b} == {"running"}
+    assert emulator.state_of(sql_a) == "CANCELLED"
+    assert {emulator.state_of(job_id) for job_id in {*jobs_b, sql_b}} == {"running", "RUNNING"}
     assert {event.user_agent.partition("(")[2].rstrip(")") for event in emulator.cancel_events} == {"airflow dli"}
 
     swept = dli(airflow_home, dags_folder, emulator, "sweep", "--grace-period", "0")
     assert swept.returncode == 0, swept.stderr[-3000:]
-    assert "2 orphan(s):" in swept.stdout
+    assert "3 orphan(s):" in swept.stdout
     assert {emulator.state_of(batch_id) for batch_id in jobs_b} == {"dead"}
+    assert emulator.state_of(sql_b) == "CANCELLED"
 
 
 def test_the_fallback_takes_the_same_commands(airflow_home: AirflowHome, dags_folder: Path) -> None:
