@@ -28,7 +28,12 @@ def test_every_example_parses_without_import_errors() -> None:
     dagbag = DagBag(dag_folder=str(EXAMPLES))  # AIRFLOW__CORE__LOAD_EXAMPLES is False (conftest)
     assert dagbag.import_errors == {}
     assert {Path(path).name for path in dagbag.file_last_changed} == {p.name for p in EXAMPLES.glob("*.py")}
-    assert set(dagbag.dag_ids) == {"example_dli_cancel_on_failure", "example_dli_cancel_batch", "dli_orphan_sweeper"}
+    assert set(dagbag.dag_ids) == {
+        "example_dli_cancel_on_failure",
+        "example_dli_cancel_batch",
+        "dli_orphan_sweeper",
+        "example_dli_sql_job",
+    }
 
 
 @pytest.fixture
@@ -93,3 +98,13 @@ def test_the_sweeper_example_runs(dli_connection: DLIEmulator, airflow_home: Air
     assert re.search(rf"{batch_id}\s.*kept\s+younger than the grace period", result.stdout + result.stderr)
     assert "Sweeping for the default Airflow instance id 'airflow'" in result.stdout + result.stderr  # said, not silent
     assert dli_connection.cancel_events == []
+
+
+def test_the_sql_job_example_loads_then_counts(airflow_home: AirflowHome) -> None:
+    with DLIEmulator(starting_seconds=0.2, running_seconds=0.5) as emulator:
+        result = run_example(airflow_home, "example_dli_sql_job", emulator)
+        assert result.returncode == 0, result.stdout[-3000:]
+        load, count = sorted(emulator.sql_jobs.values(), key=lambda job: job.created)
+    assert (load.job_type, count.job_type) == ("INSERT", "QUERY")
+    assert load.body["conf"] == ["spark.sql.shuffle.partitions=64"]
+    assert emulator.cancel_events == []

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_dli.emulator import DLIEmulator
-from airflow_provider_dli.states import LIVE_STATES
+from airflow_provider_dli.states import LIVE_STATES, SQL_LIVE_STATES
 from tests.airflow_cli import REPO, AirflowHome
 from tests.conftest import STILL
 
@@ -101,16 +101,22 @@ def test_the_readme_reads_the_same_rendered_alone() -> None:
 
 @pytest.fixture
 def emulator() -> Iterator[DLIEmulator]:
-    """Jobs stay ``starting`` until their task polls their state; then they end ``success``."""
+    """Jobs stay ``starting`` (``LAUNCHING``) until their task polls their state; then they end ``success``
+    (``FINISHED``)."""
     with DLIEmulator(starting_seconds=STILL, running_seconds=STILL) as dli:
         done = threading.Event()
 
         def finish_polled_jobs() -> None:
             while not done.wait(0.05):
-                polled = {r.path.rsplit("/", 2)[-2] for r in list(dli.request_log) if r.path.endswith("/state")}
+                polled = {
+                    r.path.rsplit("/", 2)[-2] for r in list(dli.request_log) if r.path.endswith(("/state", "/status"))
+                }
                 for batch_id in list(dli.jobs):
                     if batch_id in polled and dli.state_of(batch_id) in LIVE_STATES:
                         dli.finish(batch_id, "success")
+                for job_id in list(dli.sql_jobs):
+                    if job_id in polled and dli.state_of(job_id) in SQL_LIVE_STATES:
+                        dli.finish(job_id, "FINISHED")
 
         watcher = threading.Thread(target=finish_polled_jobs, daemon=True)
         watcher.start()
@@ -208,6 +214,7 @@ def run_python(block: Block, home: AirflowHome, tmp_path: Path, emulator: DLIEmu
             run = home.run("dags", "test", made, dags_folder=tmp_path, emulator=emulator)
             assert run.returncode == 0, f"README line {block.line}:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
     assert all(emulator.state_of(batch_id) not in LIVE_STATES for batch_id in emulator.jobs)
+    assert all(emulator.state_of(job_id) not in SQL_LIVE_STATES for job_id in emulator.sql_jobs)
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[block.id for block in BLOCKS])
