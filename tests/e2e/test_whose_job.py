@@ -12,15 +12,19 @@ task instance is alive: the one its live try waits on.
 - A retry that takes its earlier try's live job over by the owner record (``durable=False``, the path of
   Airflow 3.1 and 3.2): while the task is up for retry the sweep keeps the job, and the retry then adopts it,
   one job in all.
+- Run ids that Airflow accepts and that sanitize alike (``+`` and ``_``), or one a prefix of another at a dot:
+  distinct job names, and one run's kill switch cancels its own run's job only.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import time
+from functools import partial
 
 from airflow_provider_dli.emulator import DLIEmulator
 from airflow_provider_dli.emulator.faults import Fault
@@ -32,6 +36,7 @@ from tests.e2e.test_sweeper_chaos import SWEEPER, sweep_result
 CLEARED = "dli_e2e_sweep_cleared"
 REUSED = "dli_e2e_sweep_reused_run"
 RETRIED = "dli_e2e_sweep_retried"
+KILL_SWITCH = "dli_e2e_kill_switch"
 TASK = "submit"
 LIVE = ("starting", "running", "recovering")
 
@@ -195,3 +200,27 @@ def test_a_job_the_retry_takes_over_is_kept_by_the_sweep(
 
     dli.finish(batch_id)
     airflow.wait_for_run_state(RETRIED, run_id, "success")
+
+
+def test_run_ids_that_sanitize_alike_are_different_runs(
+    airflow_deployment: Deployment, e2e_emulator: DLIEmulator
+) -> None:
+    airflow, dli = airflow_deployment, e2e_emulator
+    token = secrets.token_hex(3)
+    for run_id, other_run_id in ((f"alike+{token}", f"alike_{token}"), (f"r{token}", f"r{token}.retry")):
+        jobs: dict[str, str] = {}
+        for each in (other_run_id, run_id):
+            airflow.trigger(KILL_SWITCH, each)
+            jobs[each] = job_of_try(dli, KILL_SWITCH, each, 1)
+        names = {dli.jobs[batch_id].body["name"] for batch_id in jobs.values()}
+        assert len(names) == 2, names
+
+        # The OOM killer ends one run's task: its kill switch cancels that run's job, never the other run's.
+        airflow.kill(airflow.task_pid(KILL_SWITCH, run_id, TASK))
+        airflow.wait_for_task_state(KILL_SWITCH, run_id, "kill_switch", "success")
+        assert cancels_of(dli, jobs[run_id])
+        assert not cancels_of(dli, jobs[other_run_id])
+        assert dli.state_of(jobs[other_run_id]) in LIVE
+
+        airflow.set_run_state(KILL_SWITCH, other_run_id, "failed")  # its task's on_kill cancels its job
+        wait_for(partial(cancels_of, dli, jobs[other_run_id]), f"the cancel of {other_run_id}'s job")
