@@ -31,6 +31,8 @@ class Option:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
+CLI_CANCELLER = "`airflow dli cancel`, run by a person in a terminal"
+"""Who cancels, in the record the jobs' waiting tasks read."""
 CONN_ID = Option(("--conn-id",), {"default": "dli_default", "help": "the DLI connection (default: dli_default)"})
 PROJECT_ID = Option(("--project-id",), {"help": "overrides the connection's project"})
 DAG_ID = Option(("dag_id",), {"help": "the DAG id"})
@@ -47,7 +49,9 @@ def jobs(args: argparse.Namespace) -> None:
 
 def cancel(args: argparse.Namespace) -> None:
     """Cancel the DAG run's live jobs with the operators' bulk cancel; ``--dry-run`` only lists them."""
+    from airflow_provider_dli.cancel_records import record_cancels, write_to_the_database
     from airflow_provider_dli.client.cancels import bulk_cancel_counts, bulk_cancel_failure, bulk_cancel_table
+    from airflow_provider_dli.identity import owner_of
 
     hook = _hook(args)
     live = _dag_run_jobs(hook, args.dag_id, args.run_id, live=True)
@@ -58,6 +62,8 @@ def cancel(args: argparse.Namespace) -> None:
         return
     batch_ids = [str(job["id"]) for job in live if job.get("job_kind") != "sql"]
     sql_ids = [str(job["id"]) for job in live if job.get("job_kind") == "sql"]
+    write_to_the_database()
+    record_cancels([(str(job["id"]), owner_of(job)) for job in live if job.get("job_kind") != "sql"], CLI_CANCELLER)
     outcomes = (hook.cancel_batches(batch_ids) if batch_ids else []) + (
         hook.cancel_sql_jobs(sql_ids) if sql_ids else []
     )
@@ -69,16 +75,19 @@ def cancel(args: argparse.Namespace) -> None:
 
 def sweep(args: argparse.Namespace) -> None:
     """One run of the orphan sweeper: ``sweeper.sweep``, its decision table and its cancel."""
+    from airflow_provider_dli.cancel_records import write_to_the_database
     from airflow_provider_dli.identity import instance_id
     from airflow_provider_dli.reconcile import sweep as sweep_once
 
     hook = _hook(args)
+    write_to_the_database()
     report = sweep_once(
         hook,
         MetadataDatabase(),
         instance_id=args.instance_id or instance_id(),
         grace_period=timedelta(seconds=args.grace_period),
         list_only=args.list_only,
+        canceller="the orphan sweeper run by `airflow dli sweep`",
     )
     dry_run = " (list only: nothing cancelled)" if args.list_only else ""
     print(

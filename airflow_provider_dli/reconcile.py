@@ -24,6 +24,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from airflow_provider_dli import metrics
+from airflow_provider_dli.cancel_records import record_cancels
 from airflow_provider_dli.identity import DEFAULT_INSTANCE_ID, JobOwner, Scope, belongs_to
 from airflow_provider_dli.owned_jobs import job_owner, live_batches, live_sql_jobs
 
@@ -240,8 +241,10 @@ def sweep(
     grace_period: timedelta,
     list_only: bool = False,
     max_workers: int = 16,
+    canceller: str = "the orphan sweeper",
 ) -> SweepReport:
-    """List, decide, cancel (unless ``list_only``): one reconciliation of DLI with Airflow."""
+    """List, decide, cancel (unless ``list_only``): one reconciliation of DLI with Airflow. ``canceller`` says
+    who sweeps, in the record each cancelled job's task instance gets (:mod:`~airflow_provider_dli.cancel_records`)."""
     now = time.time()
     owned: list[tuple[dict[str, Any], JobOwner]] = []
     live = not_ours = 0
@@ -281,6 +284,9 @@ def sweep(
         for verdict in orphans:
             verdict.outcome = "listed"
     elif orphans:
+        for verdict in orphans:
+            if verdict.kind == "batch" and verdict.facts.owner_state not in (NO_DAG_RUN, NO_TASK_INSTANCE):
+                record_cancels([(verdict.batch_id, verdict.owner)], f"{canceller} ({verdict.reason})")
         batch_ids = [v.batch_id for v in orphans if v.kind == "batch"]
         sql_ids = [v.batch_id for v in orphans if v.kind == "sql"]
         outcomes = hook.cancel_batches(batch_ids, max_workers=max_workers) if batch_ids else []

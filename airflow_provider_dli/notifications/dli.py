@@ -94,6 +94,7 @@ class DLICancelBatchNotifier(BaseNotifier):
         return super().get_template_env(dag=dag if hasattr(dag, "get_template_env") else None)
 
     def notify(self, context: Context) -> None:
+        from airflow_provider_dli.cancel_records import canceller, owners_by_id, record_cancels
         from airflow_provider_dli.client.cancels import bulk_cancel_counts, bulk_cancel_failure, bulk_cancel_table
         from airflow_provider_dli.exceptions import DLIError
         from airflow_provider_dli.hooks.dli import DLIHook
@@ -123,6 +124,9 @@ class DLICancelBatchNotifier(BaseNotifier):
                 self.log.info("No DLI batch job id found for %s: nothing to cancel", where)
                 return
             hook = DLIHook(self.dli_conn_id, project_id=self.project_id, caller=f"{task} callback")
+            if ti is not None:  # a waiting task (source_task_id's) reads who cancelled its job
+                by = canceller(ti, "the DLICancelBatchNotifier callback")
+                record_cancels(owners_by_id(hook, batch_ids), by)
         outcomes = (hook.cancel_batches(batch_ids) if batch_ids else []) + (
             hook.cancel_sql_jobs(sql_ids) if sql_ids else []
         )

@@ -16,7 +16,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_dli import metrics
-from airflow_provider_dli._compat import ResumableJobMixin, conf
+from airflow_provider_dli._compat import AirflowFailException, ResumableJobMixin, conf
 from airflow_provider_dli.operators.arguments import (
     CONNECTION_FIELDS,
     Check,
@@ -405,7 +405,7 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
             if (store := context.get("task_state_store")) is not None:
                 store.set(self.external_id_key, batch_id)  # a later retry reconnects to this one
             state = self._wait(batch_id)
-        self._finish(batch_id, state)
+        self._finish(batch_id, state, context)
 
     def _wait(self, batch_id: str) -> str:
         from airflow_provider_dli.progress import WaitProgress
@@ -497,7 +497,7 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
             raise AirflowException(f"Lost track of DLI batch job {batch_id}, so it was cancelled: {event['message']}")
         if status == "dead" and taken_over:
             self._defer_on(self._submit_anew(batch_id, context))
-        self._finish(batch_id, status)
+        self._finish(batch_id, status, context)
         return batch_id
 
     # Shared
@@ -507,13 +507,19 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         self.waiting_since = time.time()
         context["ti"].xcom_push(key=XCOM_BATCH_ID, value=batch_id)
 
-    def _finish(self, batch_id: str, state: str) -> None:
-        """Copy the job's last log lines into the task log; fail the task if the job failed."""
-        self._copy_log_tail(batch_id, state)
-        if state != "success":
-            raise AirflowException(f"DLI batch job {batch_id} ended {state}")
+    def _finish(self, batch_id: str, state: str, context: Context) -> None:
+        """Copy the job's last log lines into the task log; fail the task if the job ended ``dead``, saying why:
+        cancelled by a canceller of this provider (which recorded itself: no retry, which would run the job
+        again), cancelled outside it, or failed."""
+        from airflow_provider_dli.cancel_records import ended_dead, recorded_cancel
 
-    def _copy_log_tail(self, batch_id: str, state: str) -> None:
+        lines = self._copy_log_tail(batch_id, state)
+        if state == "success":
+            return
+        record = recorded_cancel(context["ti"], batch_id)
+        raise (AirflowFailException if record else AirflowException)(ended_dead(batch_id, record, lines))
+
+    def _copy_log_tail(self, batch_id: str, state: str) -> list[str]:
         """Best effort: DLI marks its log API deprecated, so a log that cannot be read is reported, never fatal.
         For an ``auto_recovery`` job, whose driver DLI may have restarted, the last driver's log."""
         from airflow_provider_dli.exceptions import DLIError
@@ -533,11 +539,12 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
                 state,
                 error,
             )
-            return
+            return []
         which = "last driver's " if recovering else ""
         self.log.info("DLI batch job %s ended %s; its %slast driver log lines:", batch_id, state, which)
         for line in lines:
             self.log.info("  %s", line)
+        return lines
 
     def _cancel_before_failing(self, batch_id: str) -> None:
         from airflow_provider_dli.client.cancels import cancel_summary

@@ -117,6 +117,7 @@ class DLICancelBatchOperator(BaseOperator):
         return task_hook(self)
 
     def execute(self, context: Context) -> Any:
+        from airflow_provider_dli.cancel_records import owners_by_id, record_cancels
         from airflow_provider_dli.client.cancels import (
             bulk_cancel_counts,
             bulk_cancel_failure,
@@ -124,6 +125,7 @@ class DLICancelBatchOperator(BaseOperator):
             cancel_summary,
         )
         from airflow_provider_dli.client.errors import DLIError
+        from airflow_provider_dli.identity import owner_of
 
         hook = self.hook
         sql_ids: list[str] = []
@@ -131,11 +133,13 @@ class DLICancelBatchOperator(BaseOperator):
         if not self.filtered:  # never the filter's branch: a batch_id that rendered to None must not cancel all
             batch_ids = batch_id_or_ids("batch_id", self.batch_id)
             if isinstance(batch_ids, str):
+                record_cancels(owners_by_id(hook, [batch_ids]), self._canceller(context))
                 result = self._cancel_one(hook, batch_ids)
                 if self.fail_after_cancel:
                     raise AirflowFailException(f"{cancel_summary(result)}; failing (fail_after_cancel)")
                 return result
             ids = batch_ids
+            owners = owners_by_id(hook, ids)
         else:
             matching = self.matching_jobs(hook, context)
             try:  # a failed SQL listing must not keep the run's batch jobs from being cancelled
@@ -163,6 +167,8 @@ class DLICancelBatchOperator(BaseOperator):
                 ]
             ids = [batch["id"] for batch in matching]
             sql_ids = [str(job["id"]) for job in sql_jobs]
+            owners = [(str(batch["id"]), owner_of(batch)) for batch in matching]
+        record_cancels(owners, self._canceller(context))
         outcomes = hook.cancel_batches(ids, max_workers=self.max_workers)
         if sql_ids:
             outcomes += hook.cancel_sql_jobs(sql_ids, max_workers=self.max_workers)
@@ -189,6 +195,18 @@ class DLICancelBatchOperator(BaseOperator):
         from airflow_provider_dli.owned_jobs import live_sql_jobs_of
 
         return live_sql_jobs_of(hook, Scope(instance_id(), context["ti"].dag_id, context["ti"].run_id))
+
+    def _canceller(self, context: Context) -> str:
+        """Who this task is, for the record the cancelled jobs' waiting tasks read."""
+        from airflow_provider_dli.cancel_records import canceller
+
+        if self.this_dag_run:
+            what = "the kill switch (DLICancelBatchOperator with this_dag_run=True)"
+        elif self.filtered:
+            what = "DLICancelBatchOperator (a queue_name or job_name filter)"
+        else:
+            what = "DLICancelBatchOperator (batch_id)"
+        return canceller(context["ti"], what)
 
     def matching_jobs(self, hook: DLIHook, context: Context) -> list[dict[str, Any]]:
         """The live jobs that the filter matches, from one listing per live state (never the project's history).

@@ -78,6 +78,7 @@ class DLIOrphanSweepOperator(BaseOperator):
         return task_hook(self)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_dli.cancel_records import canceller
         from airflow_provider_dli.identity import DEFAULT_INSTANCE_ID, instance_id
         from airflow_provider_dli.reconcile import sweep
 
@@ -91,6 +92,7 @@ class DLIOrphanSweepOperator(BaseOperator):
             grace_period=self.grace_period,
             list_only=self.list_only,
             max_workers=self.max_workers,
+            canceller=canceller(context["ti"], "the orphan sweeper"),
         )
         orphans = report.orphans
         self.log.info(

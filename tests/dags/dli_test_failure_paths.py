@@ -160,3 +160,15 @@ for mode in ("poke", "reschedule"):  # a sensor that is not deferrable, in each 
         DLISubmitBatchOperator(task_id="submit", wait_for_completion=False, **JOB) >> DLIBatchSensor(
             task_id="watch", batch_id="{{ ti.xcom_pull(task_ids='submit') }}", mode=mode, poke_interval=0.2
         )
+
+# Who cancelled a waited-for job: the task's failure names the kill switch (run beside it by ``airflow tasks
+# test`` while the submit task waits, as a scheduler would run it beside a failing sibling), or the CLI.
+for waits, deferrable in (("worker", False), ("deferred", True), ("worker_cli", False)):
+    with DAG(f"dli_test_cancelled_while_waiting_{waits}", schedule=None, catchup=False):
+        from airflow_provider_dli.operators.dli import DLICancelBatchOperator
+
+        DLISubmitBatchOperator(task_id="submit", deferrable=deferrable, retries=1, **JOB) >> (
+            DLICancelBatchOperator(
+                task_id="kill_switch", this_dag_run=True, trigger_rule="one_failed", fail_after_cancel=True
+            )
+        )

@@ -1,0 +1,192 @@
+"""Who cancelled a job: each canceller of this provider records itself where the job's waiting task reads it.
+
+DLI has no field to annotate a job with, and reports a cancelled batch job ``dead`` like a failed one, so a task
+whose job was cancelled by a kill switch would fail as if Spark had failed. Before it cancels, every canceller of
+this provider (the cancel operator, the notifier in a task's callback, the orphan sweeper, ``airflow dli cancel``)
+therefore writes the XCom ``dli_cancelled_by`` onto the task instance that owns the job, as the job's owner record
+names it. The waiting task reads its own XCom when its job ends ``dead``: one Task SDK call, no database
+connection, on any executor. A deferred task reads it in ``execute_complete``, on a worker: the trigger only
+reports ``dead``, so the triggerer never needs the record (and cannot write XCom anyway).
+
+Why XCom of the owning task instance: the owner record says exactly which one that is, whoever cancels (another
+DAG's sweeper, a terminal); Airflow clears it when the task's next try starts (not when a deferred task resumes),
+so a record never outlives the try whose job it names; it is in the UI's XCom tab beside the job's id; and
+Airflow deletes it with the DAG run. A record carries the job's id too, which the reader checks.
+
+Written before the cancel, so that a task that sees ``dead`` a moment after the cancel finds it. Best effort: a
+record that cannot be written is logged, never a reason not to cancel. Never written from the DAG processor (a
+DAG-level callback, or the callback of a killed task): its supervisor answers no XCom write, and the request would
+wait forever; the tasks such a callback cancels for have ended by then anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_dli.xcom_keys import XCOM_CANCELLED_BY
+
+if TYPE_CHECKING:
+    from airflow_provider_dli.identity import JobOwner
+    from airflow_provider_dli.owned_jobs import BatchLister
+
+Record = dict[str, str]
+"""``{"batch_id", "by", "at"}``: the job, who cancelled it (a phrase), and when (UTC, ISO 8601)."""
+Writer = Callable[["JobOwner", Record], None]
+
+log = logging.getLogger(__name__)
+
+KILLED_LINES = re.compile(r"killed|RECEIVED SIGNAL (TERM|KILL)|cancel", re.IGNORECASE)
+"""A driver log line that says the application was killed rather than failed on its own."""
+OWNER_READS = 100
+"""Jobs of a cancel by ids whose owners are read (one request each, before the cancel): a cancel of thousands of
+ids is not held up by thousands of reads; the jobs past these get no record."""
+
+
+def canceller(ti: Any, what: str) -> str:
+    """``what`` (the path, e.g. ``the kill switch``), then the task instance it runs in; never an error, which
+    would stop the cancel it describes."""
+    map_index = getattr(ti, "map_index", None)
+    mapped = f"[{map_index}]" if isinstance(map_index, int) and map_index >= 0 else ""
+    task, dag, run = (getattr(ti, name, "?") for name in ("task_id", "dag_id", "run_id"))
+    return f"{what} in task {task}{mapped} of DAG {dag}, run {run}"
+
+
+def record_cancels(jobs: Iterable[tuple[str, JobOwner | None]], by: str) -> None:
+    """Record on each job's owning task instance that ``by`` cancels it; jobs of no owner, or of another
+    deployment's Airflow, get none."""
+    from airflow_provider_dli.identity import instance_id
+
+    write = _writer()
+    if write is None:
+        return
+    this_airflow = instance_id()
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    for batch_id, owner in jobs:
+        if owner is None or owner.instance != this_airflow:
+            continue
+        try:
+            write(owner, {"batch_id": batch_id, "by": by, "at": at})
+        except Exception as error:
+            log.warning(
+                "Could not record on task %s who cancels DLI batch job %s: %s", owner.describe(), batch_id, error
+            )
+
+
+def owners_by_id(hook: BatchLister, batch_ids: Sequence[str]) -> list[tuple[str, JobOwner | None]]:
+    """Each job's owner, from its details (a cancel by id knows no more than the id). The first job whose
+    details cannot be read ends the reading, so that a refused credential fails once, not once per job, before
+    the cancel itself; the rest (and any past :data:`OWNER_READS`) then get no record."""
+    from airflow_provider_dli.identity import owner_of
+
+    if _writer() is None:
+        return []
+    owners: list[tuple[str, JobOwner | None]] = []
+    for batch_id in batch_ids[:OWNER_READS]:
+        try:
+            owners.append((batch_id, owner_of(hook.get_batch(batch_id))))
+        except Exception as error:
+            log.info("Could not read whose DLI batch job %s is, so who cancels it is not recorded: %s", batch_id, error)
+            break
+    return owners
+
+
+def recorded_cancel(ti: Any, batch_id: str) -> Record | None:
+    """The record of who cancelled ``batch_id``, from the XCom of ``ti`` (the waiting task); None when none."""
+    from airflow.sdk.execution_time.xcom import XCom
+
+    if _task_sdk() is None:
+        return None  # not in a task: a test calling execute itself
+    try:
+        value = XCom.get_one(
+            key=XCOM_CANCELLED_BY, dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=ti.map_index
+        )
+    except Exception:
+        log.warning("Could not read who cancelled DLI batch job %s", batch_id, exc_info=True)
+        return None
+    if isinstance(value, str):  # written by the CLI: Airflow's database API stores the record as JSON text
+        with suppress(ValueError):
+            value = json.loads(value)
+    if isinstance(value, dict) and value.get("batch_id") == batch_id:
+        return {key: str(value.get(key, "")) for key in ("batch_id", "by", "at")}
+    return None
+
+
+def ended_dead(batch_id: str, record: Record | None, log_lines: Sequence[str]) -> str:
+    """Why a job the task waited for ended ``dead``: cancelled by whom this provider recorded; cancelled outside
+    (its driver log says it was killed); or, DLI telling the two apart no further, failed or cancelled."""
+    if record is not None:
+        return (
+            f"DLI batch job {batch_id} ended dead because it was cancelled by {record['by']} at {record['at']}: "
+            "not a failure of the Spark application, and not retried (the retry would run the job again)"
+        )
+    killed = next((line for line in reversed(log_lines) if KILLED_LINES.search(line)), None)
+    if killed is not None:
+        return (
+            f"DLI batch job {batch_id} ended dead: it was cancelled outside this DAG run (in the DLI console, by "
+            f"another tool, or by DLI), not by this task nor by a canceller of this provider; its driver log "
+            f"says: {killed.strip()}"
+        )
+    return (
+        f"DLI batch job {batch_id} ended dead: the Spark application failed (its driver log lines are above), or "
+        "the job was cancelled outside this provider (DLI reports both as dead)"
+    )
+
+
+_database_writes = False
+"""Set by :func:`write_to_the_database` in a process outside any task that reaches Airflow's database itself."""
+
+
+def write_to_the_database() -> None:
+    """Record into the metadata database from now on, where no Task SDK is there to ask: the CLI."""
+    global _database_writes
+    _database_writes = True
+
+
+def _writer() -> Writer | None:
+    """How this process writes a task instance's XCom: through the Task SDK in a task (a worker, ``dags test``,
+    ``tasks test``), into the metadata database in the CLI; None in the DAG processor, and anywhere else."""
+    comms = _task_sdk()
+    if comms is None:
+        return _write_to_database if _database_writes else None
+    if "DagFileParseRequest" in repr(getattr(comms, "body_decoder", "")):
+        return None  # the DAG processor: it answers no SetXCom, and the request would wait forever
+    return _write_through_task_sdk
+
+
+def _task_sdk() -> object | None:
+    """The channel to Airflow's execution API this process has: in a task, a triggerer, the DAG processor."""
+    from airflow.sdk.execution_time import task_runner
+
+    return getattr(task_runner, "SUPERVISOR_COMMS", None)
+
+
+def _write_through_task_sdk(owner: JobOwner, record: Record) -> None:
+    from airflow.sdk.execution_time.xcom import XCom
+
+    XCom.set(
+        XCOM_CANCELLED_BY,
+        record,
+        dag_id=owner.dag_id,
+        task_id=owner.task_id,
+        run_id=owner.run_id,
+        map_index=owner.map_index,
+    )
+
+
+def _write_to_database(owner: JobOwner, record: Record) -> None:
+    from airflow.models.xcom import XComModel
+
+    XComModel.set(  # its own session, committed
+        key=XCOM_CANCELLED_BY,
+        value=record,
+        dag_id=owner.dag_id,
+        task_id=owner.task_id,
+        run_id=owner.run_id,
+        map_index=owner.map_index,
+    )

@@ -1,0 +1,117 @@
+"""A task whose job was cancelled says who cancelled it: a canceller of this provider (by name, from the record it
+left on the task), or someone outside (DLI's own word, the driver log), never like a failure of Spark.
+
+Real ``airflow dags test`` runs against the emulator. ``dags test`` runs one task at a time, so the kill switch
+runs beside the waiting task as a scheduler would run it: ``airflow tasks test`` in the same DAG run, started once
+the task waits on its job.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import tempfile
+from collections.abc import Callable
+
+import pytest
+
+from airflow_provider_dli.cancel_records import ended_dead
+from airflow_provider_dli.cli import CLI_CANCELLER
+from airflow_provider_dli.emulator import DLIEmulator
+from airflow_provider_dli.hooks.dli import DLIHook
+from tests.airflow_cli import AIRFLOW, AirflowHome
+from tests.conftest import state_polls, wait_until
+from tests.test_cli import CLI
+from tests.test_failure_paths import TEST_DAGS, long_jobs
+
+__all__ = ["long_jobs"]  # the fixture
+
+
+def run_id_of(home: AirflowHome, dag_id: str) -> str:
+    with sqlite3.connect(home.path / "airflow.db") as db:
+        [(run_id,)] = db.execute("SELECT run_id FROM dag_run WHERE dag_id = ?", (dag_id,)).fetchall()
+    return str(run_id)
+
+
+def run_while_waiting(
+    home: AirflowHome, dag_id: str, emulator: DLIEmulator, meanwhile: Callable[[], None]
+) -> tuple[int, str]:
+    """``airflow dags test`` until its task waits on its job (a state poll was answered), then ``meanwhile()``;
+    the run's exit code and output (in a file: nobody reads a pipe while the test waits)."""
+    with tempfile.TemporaryFile(mode="w+") as log:
+        with subprocess.Popen(
+            [AIRFLOW, "dags", "test", dag_id], env=home.env(TEST_DAGS, emulator), stdout=log, stderr=subprocess.STDOUT
+        ) as process:
+            try:
+                wait_until(lambda: state_polls(emulator) > 0 or process.poll() is not None, "the task to wait")
+                assert process.poll() is None, "the DAG run ended before its task waited on its job"
+                meanwhile()
+                process.wait(timeout=300)
+            finally:
+                process.kill()
+        log.seek(0)
+        return process.returncode, log.read()
+
+
+@pytest.mark.parametrize("waits", ["worker", "deferred"])
+def test_the_kill_switch_is_named_in_the_failure_of_the_task_whose_job_it_cancelled(
+    long_jobs: DLIEmulator, airflow_home: AirflowHome, waits: str
+) -> None:
+    dag_id = f"dli_test_cancelled_while_waiting_{waits}"
+
+    def kill_switch() -> None:  # fails after cancelling (fail_after_cancel), so that the DAG run fails
+        run_id = run_id_of(airflow_home, dag_id)
+        airflow_home.run("tasks", "test", dag_id, "kill_switch", run_id, dags_folder=TEST_DAGS, emulator=long_jobs)
+
+    returncode, output = run_while_waiting(airflow_home, dag_id, long_jobs, kill_switch)
+    assert returncode != 0, output[-3000:]
+    [batch_id] = long_jobs.jobs  # not retried: the retry would run the job the kill switch cancelled
+    [cancel] = long_jobs.cancel_events
+    assert cancel.batch_id == batch_id
+    assert (
+        f"DLI batch job {batch_id} ended dead because it was cancelled by the kill switch (DLICancelBatchOperator "
+        f"with this_dag_run=True) in task kill_switch of DAG {dag_id}, run {run_id_of(airflow_home, dag_id)} at "
+    ) in output
+    assert "not a failure of the Spark application" in output
+
+
+def test_airflow_dli_cancel_is_named_in_the_failure_of_the_task_whose_job_it_cancelled(
+    long_jobs: DLIEmulator, airflow_home: AirflowHome
+) -> None:
+    dag_id = "dli_test_cancelled_while_waiting_worker_cli"
+
+    def cancel_from_a_terminal() -> None:
+        command = [*CLI, "cancel", dag_id, run_id_of(airflow_home, dag_id)]
+        env = airflow_home.env(TEST_DAGS, long_jobs)
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+
+    returncode, output = run_while_waiting(airflow_home, dag_id, long_jobs, cancel_from_a_terminal)
+    assert returncode != 0, output[-3000:]
+    [batch_id] = long_jobs.jobs
+    assert f"DLI batch job {batch_id} ended dead because it was cancelled by {CLI_CANCELLER} at " in output
+
+
+def test_a_job_cancelled_outside_says_so(long_jobs: DLIEmulator, airflow_home: AirflowHome) -> None:
+    def cancel_as_the_console_would() -> None:
+        [batch_id] = long_jobs.jobs
+        DLIHook().cancel_batch(batch_id)
+
+    returncode, output = run_while_waiting(airflow_home, "dli_test_worker_wait", long_jobs, cancel_as_the_console_would)
+    assert returncode != 0
+    [batch_id] = long_jobs.jobs
+    assert f"DLI batch job {batch_id} ended dead: it was cancelled outside this DAG run" in output
+    assert "its driver log says: WARN SparkContext: application killed by a cancel request" in output
+
+
+def test_the_failure_tells_a_failed_job_from_a_cancelled_one() -> None:
+    record = {
+        "batch_id": "b",
+        "by": "the orphan sweeper in task sweep of DAG s, run r",
+        "at": "2026-12-01T03:00:00+00:00",
+    }
+    failed = ended_dead("b", None, ["ERROR SparkContext: application failed: exit code 1"])
+    assert failed.startswith("DLI batch job b ended dead: the Spark application failed")
+    assert "cancelled by the orphan sweeper in task sweep" in ended_dead("b", record, [])
+    killed = ended_dead("b", None, ["INFO x", "ERROR ApplicationMaster: RECEIVED SIGNAL TERM"])
+    assert killed.endswith("its driver log says: ERROR ApplicationMaster: RECEIVED SIGNAL TERM")
