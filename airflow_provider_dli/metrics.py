@@ -20,6 +20,9 @@ METRICS: dict[str, str] = {
     "dli.batch.submitted": "a submit operator created a DLI batch job",
     "dli.batch.adopted": "a submit operator adopted its task instance's live job instead of creating one (a retry, "
     "or a create whose answer was lost)",
+    "dli.sql.submitted": "a SQL job operator created a DLI SQL job",
+    "dli.sql.adopted": "a SQL job operator adopted its task instance's SQL job instead of creating one (a retry, or "
+    "a submit whose answer was lost)",
     "dli.cancel.cancelled": "a cancel of one job took it down (every cancel path: on_kill, trigger, kill switch, "
     "notifier, sweeper)",
     "dli.cancel.already_cancelling": "a cancel found its job already being cancelled (e.g. by on_kill)",

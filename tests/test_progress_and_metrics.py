@@ -19,6 +19,7 @@ from tests.airflow_cli import AirflowHome, migrated_home
 from tests.conftest import state_polls, wait_until
 
 TEST_DAGS = Path(__file__).parent / "dags"
+SQL_DAGS = Path(__file__).parent / "sql_dags"
 
 
 def progress_lines(output: str, batch_id: str) -> list[str]:
@@ -137,9 +138,16 @@ def test_every_metric_reaches_statsd_from_real_runs(
     for dag_id in ("dli_test_metrics", "dli_test_metrics_orphan", "dli_test_metrics_sweeper"):
         result = airflow_home.run("dags", "test", dag_id, dags_folder=TEST_DAGS, emulator=dli_emulator, **statsd.env())
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]  # the sweep; the other runs fail
+    dli_emulator.add_fault(r".*/jobs/submit-job", method="POST", lose_answer=True)  # the first SQL submit: adopted
+    sql = airflow_home.run(
+        "dags", "test", "dli_test_sql_metrics", dags_folder=SQL_DAGS, emulator=dli_emulator, **statsd.env()
+    )
+    assert sql.returncode == 0, (sql.stdout + sql.stderr)[-3000:]
     expected = {
         "airflow.dli.batch.adopted": 1,
         "airflow.dli.batch.submitted": 4,
+        "airflow.dli.sql.adopted": 1,
+        "airflow.dli.sql.submitted": 1,
         "airflow.dli.poll.failed": 1,
         "airflow.dli.cancel.cancelled": 4,  # the kill switch's three, the sweeper's one
         "airflow.dli.sweep.orphans_found": 1,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
+from airflow_provider_dli import metrics
 from airflow_provider_dli._compat import ResumableJobMixin, conf
 from airflow_provider_dli.job_kinds import SQL
 from airflow_provider_dli.operators.arguments import CONNECTION_FIELDS, Check, task_hook
@@ -276,6 +277,7 @@ class DLISqlJobOperator(ResumableJobMixin, BaseOperator):
             try:
                 self._answer = self.hook.submit_sql_job(body)
                 job_id = str(self._answer["job_id"])
+                metrics.count("dli.sql.submitted")
             except DLIError as lost:
                 if not lost.answer.may_have_acted:
                     raise  # refused, or never sent: DLI created nothing
@@ -317,6 +319,7 @@ class DLISqlJobOperator(ResumableJobMixin, BaseOperator):
                 "Cancelling %d older live SQL job(s) of this task instance: %s", len(duplicates), duplicates
             )
             self.log.info("%s", bulk_cancel_counts(self.hook.cancel_sql_jobs(duplicates)))
+        metrics.count("dli.sql.adopted")
         self.taken_over = True
         return job_id
 
@@ -341,6 +344,7 @@ class DLISqlJobOperator(ResumableJobMixin, BaseOperator):
             raise DLIError(f"{lost}. No SQL job of this try was found at DLI, so none was adopted") from lost
         job_id = str(found[0][0]["id"])
         self.log.info("Adopting DLI SQL job %s, created by this try", job_id)
+        metrics.count("dli.sql.adopted")
         return job_id
 
     def get_job_status(self, external_id: Any, context: Context) -> str:

@@ -120,6 +120,11 @@ from airflow_provider_dli.sweeper import orphan_sweeper_dag  # noqa: E402
 
 sql_sweeper = orphan_sweeper_dag("dli_test_sql_sweeper", schedule=None, grace_period=0)
 
+# Metrics: the first submit's answer is lost (adopted), the second is answered (submitted)
+
+with DAG("dli_test_sql_metrics", schedule=None, catchup=False):
+    DLISqlJobOperator(task_id="lost", conf=QUICK, **JOB) >> DLISqlJobOperator(task_id="answered", conf=QUICK, **JOB)
+
 # One job per try: a lost answer whose job finished before the retry (the retry succeeds with it)
 
 with DAG("dli_test_sql_lost_answer_job_finishes", schedule=None, catchup=False):
