@@ -75,6 +75,24 @@ def test_the_kill_switch_is_named_in_the_failure_of_the_task_whose_job_it_cancel
     assert "not a failure of the Spark application" in output
 
 
+def test_a_notifier_in_a_siblings_callback_is_named_in_the_failure_of_the_task_whose_job_it_cancelled(
+    long_jobs: DLIEmulator, airflow_home: AirflowHome
+) -> None:
+    dag_id = "dli_test_cancelled_while_waiting_notifier"
+
+    def fail_the_sibling() -> None:  # its failure callback, DLICancelBatchNotifier(source_task_id="submit")
+        run_id = run_id_of(airflow_home, dag_id)
+        airflow_home.run("tasks", "test", dag_id, "check", run_id, dags_folder=TEST_DAGS, emulator=long_jobs)
+
+    returncode, output = run_while_waiting(airflow_home, dag_id, long_jobs, fail_the_sibling)
+    assert returncode != 0, output[-3000:]
+    [batch_id] = long_jobs.jobs
+    assert (
+        f"DLI batch job {batch_id} ended dead because it was cancelled by the DLICancelBatchNotifier callback in "
+        f"task check of DAG {dag_id}, run {run_id_of(airflow_home, dag_id)} at "
+    ) in output
+
+
 def test_airflow_dli_cancel_is_named_in_the_failure_of_the_task_whose_job_it_cancelled(
     long_jobs: DLIEmulator, airflow_home: AirflowHome
 ) -> None:

@@ -172,3 +172,14 @@ for waits, deferrable in (("worker", False), ("deferred", True), ("worker_cli", 
                 task_id="kill_switch", this_dag_run=True, trigger_rule="one_failed", fail_after_cancel=True
             )
         )
+
+with DAG("dli_test_cancelled_while_waiting_notifier", schedule=None, catchup=False):
+    from airflow.sdk import task
+
+    from airflow_provider_dli.notifications.dli import DLICancelBatchNotifier
+
+    @task(on_failure_callback=DLICancelBatchNotifier(source_task_id="submit"))
+    def check() -> None:  # fails while submit waits (run beside it by ``airflow tasks test``)
+        raise ValueError("bad input")
+
+    DLISubmitBatchOperator(task_id="submit", retries=1, **JOB) >> check()
