@@ -1,12 +1,15 @@
 """The SQL job rows of the abort matrix on a running Airflow (the suite's ``Deployment``): a person marks a
-running SQL task failed through the REST API, and a deferred SQL task reaches its ``execution_timeout`` in the
-triggerer. Either way the SQL job must end ``CANCELLED``; the time from the action to the DELETE that DLI
+running SQL task failed through the REST API, a person marks a deferred SQL task failed or success (the
+trigger's ``on_kill``, Airflow 3.3+), and a deferred SQL task reaches its ``execution_timeout`` in the
+triggerer. Every way the SQL job must end ``CANCELLED``; the time from the action to the DELETE that DLI
 received is printed at the end of the session.
 """
 
 from __future__ import annotations
 
 import time
+
+import pytest
 
 from airflow_provider_dli.emulator import DLIEmulator
 from airflow_provider_dli.owner_tags import owner_from_tags
@@ -15,7 +18,7 @@ from tests.e2e.deployment import Deployment, cancels_of, wait_for
 
 TASK = "insert"
 TIMEOUT_SECONDS = 20.0  # dags/dli_e2e_sql.py: TIMEOUT
-SQL_DAG_IDS = ("dli_e2e_sql_sync", "dli_e2e_sql_timeout_deferred")
+SQL_DAG_IDS = ("dli_e2e_sql_sync", "dli_e2e_sql_deferred", "dli_e2e_sql_timeout_deferred")
 
 
 def sql_job_of(dli: DLIEmulator, dag_id: str, run_id: str) -> str | None:
@@ -63,6 +66,29 @@ def test_mark_running_sql_task_failed(
     wait_for(lambda: e2e_emulator.state_of(job_id) == "CANCELLED", "the SQL job to be cancelled")
     measure.append(
         Measurement("a person marks a running SQL task failed", "test_mark_running_sql_task_failed", cancelled - acted)
+    )
+
+
+@pytest.mark.parametrize("new_state", ["failed", "success"])
+def test_mark_deferred_sql_task(
+    airflow_deployment: Deployment, e2e_emulator: DLIEmulator, measure: list[Measurement], new_state: str
+) -> None:
+    """No task process runs while the task is deferred: only the trigger's ``on_kill`` can cancel the job (a
+    task marked success runs no failure callback at all)."""
+    dag_id = "dli_e2e_sql_deferred"
+    run_id, job_id = start_waiting(airflow_deployment, e2e_emulator, dag_id, deferred=True)
+    acted = time.time()
+    airflow_deployment.set_task_state(dag_id, run_id, TASK, new_state)
+    cancelled = first_cancel(e2e_emulator, job_id)
+    assert caller_of_cancel(e2e_emulator, job_id) == f"{dag_id}.{TASK}"
+    assert airflow_deployment.task_state(dag_id, run_id, TASK) == new_state
+    wait_for(lambda: e2e_emulator.state_of(job_id) == "CANCELLED", "the SQL job to be cancelled")
+    measure.append(
+        Measurement(
+            f"a person marks a deferred SQL task {new_state}",
+            f"test_sql_abort_matrix.py::test_mark_deferred_sql_task[{new_state}]",
+            cancelled - acted,
+        )
     )
 
 

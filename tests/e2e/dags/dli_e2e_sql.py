@@ -26,5 +26,8 @@ TIMEOUT = timedelta(seconds=20)
 with DAG("dli_e2e_sql_sync", schedule=None, catchup=False, max_active_runs=16):
     DLISqlJobOperator(task_id="insert", **JOB)
 
+with DAG("dli_e2e_sql_deferred", schedule=None, catchup=False, max_active_runs=16):
+    DLISqlJobOperator(task_id="insert", deferrable=True, **JOB)
+
 with DAG("dli_e2e_sql_timeout_deferred", schedule=None, catchup=False, max_active_runs=16):
     DLISqlJobOperator(task_id="insert", deferrable=True, execution_timeout=TIMEOUT, **JOB)
