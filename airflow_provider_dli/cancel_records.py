@@ -1,12 +1,14 @@
 """Who cancelled a job: each canceller of this provider records itself where the job's waiting task reads it.
 
 DLI has no field to annotate a job with, and reports a cancelled batch job ``dead`` like a failed one, so a task
-whose job was cancelled by a kill switch would fail as if Spark had failed. Before it cancels, every canceller of
-this provider (the cancel operator, the notifier in a task's callback, the orphan sweeper, ``airflow dli cancel``)
-therefore writes the XCom ``dli_cancelled_by`` onto the task instance that owns the job, as the job's owner record
-names it. The waiting task reads its own XCom when its job ends ``dead``: one Task SDK call, no database
-connection, on any executor. A deferred task reads it in ``execute_complete``, on a worker: the trigger only
-reports ``dead``, so the triggerer never needs the record (and cannot write XCom anyway).
+whose job was cancelled by a kill switch would fail as if Spark had failed (a SQL job ends ``CANCELLED``, but
+nothing says by whom). Before it cancels, every canceller of this provider (the cancel operator, the notifier in a
+task's callback, the orphan sweeper, ``airflow dli cancel``) therefore writes the XCom ``dli_cancelled_by`` onto the
+task instance that owns the job, as the job's owner record names it. The waiting task reads its own XCom when its
+job ends ``dead`` (a SQL job ``CANCELLED``): one Task SDK call, no database connection, on any executor. A
+deferred task reads it in ``execute_complete``, on a worker: the trigger only reports the state, so the triggerer
+never needs the record (and cannot write XCom anyway). The notifier records batch jobs only: it knows a SQL job
+by its id alone, and the owner's tags are on DLI's job detail answer, which the client does not read.
 
 Why XCom of the owning task instance: the owner record says exactly which one that is, whoever cancels (another
 DAG's sweeper, a terminal); Airflow clears it when the task's next try starts (not when a deferred task resumes),
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
     from airflow_provider_dli.owned_jobs import BatchLister
 
 Record = dict[str, str]
-"""``{"batch_id", "by", "at"}``: the job, who cancelled it (a phrase), and when (UTC, ISO 8601)."""
+"""``{"job_id", "by", "at"}``: the job (batch or SQL), who cancelled it (a phrase), and when (UTC, ISO 8601)."""
 Writer = Callable[["JobOwner", Record], None]
 
 log = logging.getLogger(__name__)
@@ -67,15 +69,13 @@ def record_cancels(jobs: Iterable[tuple[str, JobOwner | None]], by: str) -> None
         return
     this_airflow = instance_id()
     at = datetime.now(UTC).isoformat(timespec="seconds")
-    for batch_id, owner in jobs:
+    for job_id, owner in jobs:
         if owner is None or owner.instance != this_airflow:
             continue
         try:
-            write(owner, {"batch_id": batch_id, "by": by, "at": at})
+            write(owner, {"job_id": job_id, "by": by, "at": at})
         except Exception as error:
-            log.warning(
-                "Could not record on task %s who cancels DLI batch job %s: %s", owner.describe(), batch_id, error
-            )
+            log.warning("Could not record on task %s who cancels DLI job %s: %s", owner.describe(), job_id, error)
 
 
 def owners_by_id(hook: BatchLister, batch_ids: Sequence[str]) -> list[tuple[str, JobOwner | None]]:
@@ -96,8 +96,8 @@ def owners_by_id(hook: BatchLister, batch_ids: Sequence[str]) -> list[tuple[str,
     return owners
 
 
-def recorded_cancel(ti: Any, batch_id: str) -> Record | None:
-    """The record of who cancelled ``batch_id``, from the XCom of ``ti`` (the waiting task); None when none."""
+def recorded_cancel(ti: Any, job_id: str) -> Record | None:
+    """The record of who cancelled ``job_id``, from the XCom of ``ti`` (the waiting task); None when none."""
     from airflow.sdk.execution_time.xcom import XCom
 
     if _task_sdk() is None:
@@ -107,14 +107,25 @@ def recorded_cancel(ti: Any, batch_id: str) -> Record | None:
             key=XCOM_CANCELLED_BY, dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=ti.map_index
         )
     except Exception:
-        log.warning("Could not read who cancelled DLI batch job %s", batch_id, exc_info=True)
+        log.warning("Could not read who cancelled DLI job %s", job_id, exc_info=True)
         return None
     if isinstance(value, str):  # written by the CLI: Airflow's database API stores the record as JSON text
         with suppress(ValueError):
             value = json.loads(value)
-    if isinstance(value, dict) and value.get("batch_id") == batch_id:
-        return {key: str(value.get(key, "")) for key in ("batch_id", "by", "at")}
+    if isinstance(value, dict) and value.get("job_id") == job_id:
+        return {key: str(value.get(key, "")) for key in ("job_id", "by", "at")}
     return None
+
+
+CANCELLED_OUTSIDE = (
+    "it was cancelled outside this DAG run (in the DLI console, by another tool, or by DLI), not by this task nor "
+    "by a canceller of this provider"
+)
+NOT_RETRIED = "not retried (the retry would run the job again)"
+
+
+def _cancelled_by(record: Record) -> str:
+    return f"because it was cancelled by {record['by']} at {record['at']}"
 
 
 def ended_dead(batch_id: str, record: Record | None, log_lines: Sequence[str]) -> str:
@@ -122,20 +133,27 @@ def ended_dead(batch_id: str, record: Record | None, log_lines: Sequence[str]) -
     (its driver log says it was killed); or, DLI telling the two apart no further, failed or cancelled."""
     if record is not None:
         return (
-            f"DLI batch job {batch_id} ended dead because it was cancelled by {record['by']} at {record['at']}: "
-            "not a failure of the Spark application, and not retried (the retry would run the job again)"
+            f"DLI batch job {batch_id} ended dead {_cancelled_by(record)}: not a failure of the Spark application, "
+            f"and {NOT_RETRIED}"
         )
     killed = next((line for line in reversed(log_lines) if KILLED_LINES.search(line)), None)
     if killed is not None:
-        return (
-            f"DLI batch job {batch_id} ended dead: it was cancelled outside this DAG run (in the DLI console, by "
-            f"another tool, or by DLI), not by this task nor by a canceller of this provider; its driver log "
-            f"says: {killed.strip()}"
-        )
+        return f"DLI batch job {batch_id} ended dead: {CANCELLED_OUTSIDE}; its driver log says: {killed.strip()}"
     return (
         f"DLI batch job {batch_id} ended dead: the Spark application failed (its driver log lines are above), or "
         "the job was cancelled outside this provider (DLI reports both as dead)"
     )
+
+
+def ended_cancelled(job_id: str, record: Record | None, detail: str) -> str:
+    """Why a SQL job the task waited for ended ``CANCELLED`` (DLI's own state, so no log is needed to tell a
+    cancel from a failure): cancelled by whom this provider recorded, or else outside it."""
+    if record is not None:
+        return (
+            f"DLI SQL job {job_id} ended CANCELLED {_cancelled_by(record)}: not a failure of the statement, and "
+            f"{NOT_RETRIED}"
+        )
+    return f"DLI SQL job {job_id} ended CANCELLED: {CANCELLED_OUTSIDE}; DLI says: {detail}"
 
 
 _database_writes = False

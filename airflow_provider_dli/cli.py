@@ -51,7 +51,7 @@ def cancel(args: argparse.Namespace) -> None:
     """Cancel the DAG run's live jobs with the operators' bulk cancel; ``--dry-run`` only lists them."""
     from airflow_provider_dli.cancel_records import record_cancels, write_to_the_database
     from airflow_provider_dli.client.cancels import bulk_cancel_counts, bulk_cancel_failure, bulk_cancel_table
-    from airflow_provider_dli.identity import owner_of
+    from airflow_provider_dli.owned_jobs import job_owner
 
     hook = _hook(args)
     live = _dag_run_jobs(hook, args.dag_id, args.run_id, live=True)
@@ -63,7 +63,7 @@ def cancel(args: argparse.Namespace) -> None:
     batch_ids = [str(job["id"]) for job in live if job.get("job_kind") != "sql"]
     sql_ids = [str(job["id"]) for job in live if job.get("job_kind") == "sql"]
     write_to_the_database()
-    record_cancels([(str(job["id"]), owner_of(job)) for job in live if job.get("job_kind") != "sql"], CLI_CANCELLER)
+    record_cancels([(str(job["id"]), job_owner(job)) for job in live], CLI_CANCELLER)
     outcomes = (hook.cancel_batches(batch_ids) if batch_ids else []) + (
         hook.cancel_sql_jobs(sql_ids) if sql_ids else []
     )

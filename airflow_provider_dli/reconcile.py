@@ -285,7 +285,7 @@ def sweep(
             verdict.outcome = "listed"
     elif orphans:
         for verdict in orphans:
-            if verdict.kind == "batch" and verdict.facts.owner_state not in (NO_DAG_RUN, NO_TASK_INSTANCE):
+            if verdict.facts.owner_state not in (NO_DAG_RUN, NO_TASK_INSTANCE):
                 record_cancels([(verdict.batch_id, verdict.owner)], f"{canceller} ({verdict.reason})")
         batch_ids = [v.batch_id for v in orphans if v.kind == "batch"]
         sql_ids = [v.batch_id for v in orphans if v.kind == "sql"]

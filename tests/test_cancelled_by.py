@@ -12,10 +12,11 @@ import sqlite3
 import subprocess
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from airflow_provider_dli.cancel_records import ended_dead
+from airflow_provider_dli.cancel_records import ended_cancelled, ended_dead
 from airflow_provider_dli.cli import CLI_CANCELLER
 from airflow_provider_dli.emulator import DLIEmulator
 from airflow_provider_dli.hooks.dli import DLIHook
@@ -23,6 +24,8 @@ from tests.airflow_cli import AIRFLOW, AirflowHome
 from tests.conftest import state_polls, wait_until
 from tests.test_cli import CLI
 from tests.test_failure_paths import TEST_DAGS, long_jobs
+from tests.test_sql_jobs import TEST_DAGS as SQL_DAGS
+from tests.test_sql_jobs import only_sql_job, status_polls
 
 __all__ = ["long_jobs"]  # the fixture
 
@@ -34,16 +37,21 @@ def run_id_of(home: AirflowHome, dag_id: str) -> str:
 
 
 def run_while_waiting(
-    home: AirflowHome, dag_id: str, emulator: DLIEmulator, meanwhile: Callable[[], None]
+    home: AirflowHome,
+    dag_id: str,
+    emulator: DLIEmulator,
+    meanwhile: Callable[[], None],
+    dags: Path = TEST_DAGS,
+    polls: Callable[[DLIEmulator], int] = state_polls,
 ) -> tuple[int, str]:
-    """``airflow dags test`` until its task waits on its job (a state poll was answered), then ``meanwhile()``;
-    the run's exit code and output (in a file: nobody reads a pipe while the test waits)."""
+    """``airflow dags test`` until its task waits on its job (``polls``: a state poll was answered), then
+    ``meanwhile()``; the run's exit code and output (in a file: nobody reads a pipe while the test waits)."""
     with tempfile.TemporaryFile(mode="w+") as log:
         with subprocess.Popen(
-            [AIRFLOW, "dags", "test", dag_id], env=home.env(TEST_DAGS, emulator), stdout=log, stderr=subprocess.STDOUT
+            [AIRFLOW, "dags", "test", dag_id], env=home.env(dags, emulator), stdout=log, stderr=subprocess.STDOUT
         ) as process:
             try:
-                wait_until(lambda: state_polls(emulator) > 0 or process.poll() is not None, "the task to wait")
+                wait_until(lambda: polls(emulator) > 0 or process.poll() is not None, "the task to wait")
                 assert process.poll() is None, "the DAG run ended before its task waited on its job"
                 meanwhile()
                 process.wait(timeout=300)
@@ -122,9 +130,44 @@ def test_a_job_cancelled_outside_says_so(long_jobs: DLIEmulator, airflow_home: A
     assert "its driver log says: WARN SparkContext: application killed by a cancel request" in output
 
 
+@pytest.mark.parametrize("waits", ["worker", "deferred"])
+def test_the_kill_switch_is_named_in_the_failure_of_the_sql_task_whose_job_it_cancelled(
+    long_jobs: DLIEmulator, airflow_home: AirflowHome, waits: str
+) -> None:
+    dag_id = f"dli_test_sql_cancelled_while_waiting_{waits}"
+
+    def kill_switch() -> None:
+        run_id = run_id_of(airflow_home, dag_id)
+        airflow_home.run("tasks", "test", dag_id, "kill_switch", run_id, dags_folder=SQL_DAGS, emulator=long_jobs)
+
+    returncode, output = run_while_waiting(airflow_home, dag_id, long_jobs, kill_switch, SQL_DAGS, status_polls)
+    assert returncode != 0, output[-3000:]
+    job_id = only_sql_job(long_jobs)  # not retried: the retry would run the job the kill switch cancelled
+    [cancel] = long_jobs.cancel_events
+    assert cancel.batch_id == job_id
+    assert (
+        f"DLI SQL job {job_id} ended CANCELLED because it was cancelled by the kill switch (DLICancelBatchOperator "
+        f"with this_dag_run=True) in task kill_switch of DAG {dag_id}, run {run_id_of(airflow_home, dag_id)} at "
+    ) in output, output[-3000:]
+    assert "not a failure of the statement" in output
+
+
+def test_a_sql_job_cancelled_outside_says_so(long_jobs: DLIEmulator, airflow_home: AirflowHome) -> None:
+    def cancel_as_the_console_would() -> None:
+        DLIHook().cancel_sql_job(only_sql_job(long_jobs))
+
+    dag_id = "dli_test_sql_cancelled_outside"
+    returncode, output = run_while_waiting(
+        airflow_home, dag_id, long_jobs, cancel_as_the_console_would, SQL_DAGS, status_polls
+    )
+    assert returncode != 0
+    job_id = only_sql_job(long_jobs)
+    assert f"DLI SQL job {job_id} ended CANCELLED: it was cancelled outside this DAG run" in output, output[-3000:]
+
+
 def test_the_failure_tells_a_failed_job_from_a_cancelled_one() -> None:
     record = {
-        "batch_id": "b",
+        "job_id": "b",
         "by": "the orphan sweeper in task sweep of DAG s, run r",
         "at": "2026-12-01T03:00:00+00:00",
     }
@@ -133,3 +176,9 @@ def test_the_failure_tells_a_failed_job_from_a_cancelled_one() -> None:
     assert "cancelled by the orphan sweeper in task sweep" in ended_dead("b", record, [])
     killed = ended_dead("b", None, ["INFO x", "ERROR ApplicationMaster: RECEIVED SIGNAL TERM"])
     assert killed.endswith("its driver log says: ERROR ApplicationMaster: RECEIVED SIGNAL TERM")
+    assert "SQL job b ended CANCELLED because it was cancelled by the orphan sweeper" in ended_cancelled(
+        "b", record, ""
+    )
+    assert ended_cancelled("b", None, "Job cancelled").endswith(
+        "not by this task nor by a canceller of this provider; DLI says: Job cancelled"
+    )

@@ -125,7 +125,7 @@ class DLICancelBatchOperator(BaseOperator):
             cancel_summary,
         )
         from airflow_provider_dli.client.errors import DLIError
-        from airflow_provider_dli.identity import owner_of
+        from airflow_provider_dli.owned_jobs import job_owner
 
         hook = self.hook
         sql_ids: list[str] = []
@@ -167,7 +167,7 @@ class DLICancelBatchOperator(BaseOperator):
                 ]
             ids = [batch["id"] for batch in matching]
             sql_ids = [str(job["id"]) for job in sql_jobs]
-            owners = [(str(batch["id"]), owner_of(batch)) for batch in matching]
+            owners = [(str(job["id"]), job_owner(job)) for job in [*matching, *sql_jobs]]
         record_cancels(owners, self._canceller(context))
         outcomes = hook.cancel_batches(ids, max_workers=self.max_workers)
         if sql_ids:

@@ -16,7 +16,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_dli import metrics
-from airflow_provider_dli._compat import ResumableJobMixin, conf
+from airflow_provider_dli._compat import AirflowFailException, ResumableJobMixin, conf
 from airflow_provider_dli.job_kinds import SQL
 from airflow_provider_dli.operators.arguments import CONNECTION_FIELDS, Check, task_hook
 from airflow_provider_dli.operators.batch import ON_KILL_HOOK_OPTIONS, ON_KILL_SETTLE_TIMEOUT, outage_tolerance_seconds
@@ -368,7 +368,7 @@ class DLISqlJobOperator(ResumableJobMixin, BaseOperator):
             if (store := context.get("task_state_store")) is not None:
                 store.set(self.external_id_key, job_id)  # a later retry reconnects to this one
             status = self._wait(job_id)
-        self._finish(job_id, status)
+        self._finish(job_id, status, context)
 
     def _wait(self, job_id: str) -> str:
         """The job's final status, polled; a sync job's from its submit answer (the task fails if it failed)."""
@@ -465,7 +465,7 @@ class DLISqlJobOperator(ResumableJobMixin, BaseOperator):
             raise AirflowException(f"Lost track of DLI SQL job {job_id}, so it was cancelled: {event['message']}")
         if status != SQL.succeeded and taken_over:
             self._defer_on(self._submit_anew(job_id, status, context))
-        self._finish(job_id, status)
+        self._finish(job_id, status, context)
         return self._result(job_id, status)
 
     # Shared
@@ -480,8 +480,12 @@ class DLISqlJobOperator(ResumableJobMixin, BaseOperator):
         if self._answer.get("is_success") is False:
             raise AirflowException(f"DLI SQL job {job_id} ended FAILED: {self._answer.get('message') or 'no detail'}")
 
-    def _finish(self, job_id: str, status: str) -> None:
-        """Fail the task unless the job finished, with DLI's ``detail`` in the message."""
+    def _finish(self, job_id: str, status: str, context: Context) -> None:
+        """Fail the task unless the job finished, with DLI's ``detail`` in the message; a cancelled job's names
+        who cancelled it (a canceller of this provider, which recorded itself: no retry, which would run the job
+        again; or someone outside it)."""
+        from airflow_provider_dli.cancel_records import ended_cancelled, recorded_cancel
+
         if self._answer.get("job_mode") == "sync":
             return  # it ended when DLI answered the submit, and _finish_sync judged that answer
         if self._status.get("status") != status:  # the trigger saw it end: read what DLI says of it
@@ -489,7 +493,11 @@ class DLISqlJobOperator(ResumableJobMixin, BaseOperator):
         if status == "FINISHED":
             self.log.info("DLI SQL job %s ended FINISHED (%s result rows)", job_id, self._status.get("result_count"))
             return
-        raise AirflowException(f"DLI SQL job {job_id} ended {status}: {self._status.get('detail') or 'no detail'}")
+        detail = self._status.get("detail") or "no detail"
+        if status != "CANCELLED":
+            raise AirflowException(f"DLI SQL job {job_id} ended {status}: {detail}")
+        record = recorded_cancel(context["ti"], job_id)
+        raise (AirflowFailException if record else AirflowException)(ended_cancelled(job_id, record, detail))
 
     def _read_status(self, job_id: str) -> str:
         self._status = self.hook.get_sql_job_status(job_id)

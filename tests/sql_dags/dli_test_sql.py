@@ -132,3 +132,16 @@ with DAG("dli_test_sql_lost_answer_job_finishes", schedule=None, catchup=False):
 
 with DAG("dli_test_sql_lost_answer_job_finishes_deferred", schedule=None, catchup=False):
     DLISqlJobOperator(task_id="insert", deferrable=True, retries=1, retry_delay=timedelta(seconds=0), **JOB)
+
+# Who cancelled a waited-for SQL job: the task's failure names the kill switch (run beside it by ``airflow tasks
+# test`` while the SQL task waits), or says it was cancelled outside (a plain cancel at DLI).
+for waits, deferrable in (("worker", False), ("deferred", True)):
+    with DAG(f"dli_test_sql_cancelled_while_waiting_{waits}", schedule=None, catchup=False):
+        from airflow_provider_dli.operators.dli import DLICancelBatchOperator
+
+        DLISqlJobOperator(task_id="insert", deferrable=deferrable, retries=1, **JOB) >> DLICancelBatchOperator(
+            task_id="kill_switch", this_dag_run=True, trigger_rule="one_failed", fail_after_cancel=True
+        )
+
+with DAG("dli_test_sql_cancelled_outside", schedule=None, catchup=False):
+    DLISqlJobOperator(task_id="insert", **JOB)
