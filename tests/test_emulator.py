@@ -396,6 +396,33 @@ def test_seeding_jobs_over_the_control_endpoint(dli_emulator: DLIEmulator) -> No
     assert signed(dli_emulator, "GET", f"{BATCHES}?job_name=seeded").json()["total"] == 3
 
 
+def test_a_test_reads_the_jobs_while_the_emulator_creates_more(dli_emulator: DLIEmulator) -> None:
+    """A test looks through ``jobs`` (and ``sql_jobs``) while tasks in other processes submit, and the
+    emulator's handler threads add their jobs: what it reads must never change under it."""
+    submitted: list[str] = []
+
+    def submit() -> None:
+        for _ in range(40):
+            submitted.append(signed(dli_emulator, "POST", BATCHES, SUBMIT_BODY).json()["id"])
+            signed(dli_emulator, "POST", f"/v1.0/{DEFAULT_PROJECT_ID}/jobs/submit-job", {"sql": "SELECT 1"})
+
+    submitter = threading.Thread(target=submit)
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the handler threads may take over at any bytecode, as on a loaded machine
+    try:
+        submitter.start()
+        while submitter.is_alive():
+            for job in dli_emulator.jobs.values():
+                json.dumps(job.body)
+            for sql_job in dli_emulator.sql_jobs.values():
+                json.dumps(sql_job.body)
+    finally:
+        sys.setswitchinterval(switch_interval)
+        submitter.join()
+    assert set(submitted) <= set(dli_emulator.jobs)
+    assert len(dli_emulator.sql_jobs) == 40
+
+
 # The readings: where DLI's documentation is silent or its editions differ, each way it may behave, on request
 
 UNKNOWN_BATCH = f"{BATCHES}/0a324461-d9d9-45da-a52a-3b3c7a3d809e"

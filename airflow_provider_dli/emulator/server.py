@@ -152,11 +152,15 @@ class DLIEmulator:
 
     @property
     def jobs(self) -> dict[str, Job]:
-        return self.batches.jobs
+        """The batch jobs by id, as of now: a copy, since the handler threads add jobs while a test reads."""
+        with self._lock:
+            return dict(self.batches.jobs)
 
     @property
     def sql_jobs(self) -> dict[str, SqlJob]:
-        return self.sql.jobs
+        """The SQL jobs by id, as of now (a copy, as :attr:`jobs`)."""
+        with self._lock:
+            return dict(self.sql.jobs)
 
     @property
     def cancel_events(self) -> list[CancelEvent]:
@@ -233,7 +237,7 @@ class DLIEmulator:
     def finish(self, job_id: str, state: str | None = None) -> None:
         """End a live job now: a batch job ``success`` (default) or ``dead``, a SQL job ``FINISHED`` (default) or
         ``FAILED``. Tests end jobs on an event, never on a timer."""
-        if job_id in self.sql_jobs:
+        if job_id in self.sql.jobs:
             self.sql.finish(job_id, state or "FINISHED")
         else:
             self.batches.finish(job_id, state or "success")
@@ -241,17 +245,17 @@ class DLIEmulator:
     def state_of(self, job_id: str) -> str:
         """A batch job's state, or a SQL job's status."""
         with self._lock:
-            if job_id in self.sql_jobs:
-                return self.sql_jobs[job_id].status(time.time())
-            return self.jobs[job_id].state(time.time())
+            if job_id in self.sql.jobs:
+                return self.sql.jobs[job_id].status(time.time())
+            return self.batches.jobs[job_id].state(time.time())
 
     def snapshot(self) -> dict[str, Any]:
         """Jobs, cancel events and counters as JSON-ready data."""
         now = time.time()
         with self._lock:
             return {
-                "jobs": [job.as_batch(now) for job in self.jobs.values()],
-                "sql_jobs": [job.as_listed(now) for job in self.sql_jobs.values()],
+                "jobs": [job.as_batch(now) for job in self.batches.jobs.values()],
+                "sql_jobs": [job.as_listed(now) for job in self.sql.jobs.values()],
                 "cancel_events": [asdict(event) for event in self.cancel_events],
                 "token_requests": self.counters.token_requests,
                 "throttled": self.counters.throttled,
