@@ -26,7 +26,7 @@ from airflow_provider_dli.operators.dli import DLIOrphanSweepOperator
 from airflow_provider_dli.owned_jobs import live_batches
 from airflow_provider_dli.reconcile import ACTIVE, DECISION_TABLE, ELSEWHERE, FAILED, Facts, decide, sweep
 from tests.airflow_cli import AIRFLOW, REPO, AirflowHome
-from tests.conftest import SUBMIT_BODY, RecordedAirflow, state_polls, wait_until
+from tests.conftest import SUBMIT_BODY, RecordedAirflow, wait_until
 
 TEST_DAGS = Path(__file__).parent / "dags"
 
@@ -171,6 +171,12 @@ def jobs_of(emulator: DLIEmulator, dag_id: str) -> set[str]:
 _NO = JobOwner("", "", "", "", -1, 0, False)
 
 
+def polled(emulator: DLIEmulator) -> set[str]:
+    """The jobs whose state the emulator was asked for: a task polls (in the worker, or in its trigger when
+    deferred) only once it waits on its job. Another task's polls say nothing of this one's."""
+    return {record.path.split("/")[-2] for record in emulator.request_log if record.path.endswith("/state")}
+
+
 def sweep_result(home: AirflowHome, dag_id: str) -> dict[str, Any]:
     with sqlite3.connect(home.path / "airflow.db") as db:
         [(value,)] = db.execute(
@@ -202,16 +208,12 @@ def test_one_sweep_cancels_every_orphan_and_no_healthy_job(
     # Healthy: fire-and-forget of a successful run; tasks waiting on their jobs, in the worker and deferred.
     assert run_dag(airflow_home, "dli_test_sweep_fire_and_forget", dli).returncode == 0
     for dag_id in ("dli_test_sweep_waiting", "dli_test_sweep_deferred"):
-        polls = state_polls(dli)
         env = airflow_home.env(TEST_DAGS, dli, **INSTANCE)
         process = subprocess.Popen(
             [AIRFLOW, "dags", "test", dag_id], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         background.append(process)
-        wait_until(
-            lambda polls=polls, dag_id=dag_id: state_polls(dli) > polls and jobs_of(dli, dag_id),  # type: ignore[misc]
-            f"{dag_id} to wait on its job",
-        )
+        wait_until(lambda dag_id=dag_id: jobs_of(dli, dag_id) & polled(dli), f"{dag_id} to wait on its job")  # type: ignore[misc]
     # Not ours: a job submitted without the provider's owner entry, and one of another Airflow instance.
     hook = make_hook(dli.connection())
     other = JobOwner("other-airflow", "dli_test_sweep_no_notifier", "r", "submit", -1, 1, True)
