@@ -178,9 +178,12 @@ def polled(emulator: DLIEmulator) -> set[str]:
 
 
 def sweep_result(home: AirflowHome, dag_id: str) -> dict[str, Any]:
+    """The result of the DAG's newest sweep: other tests sweep in the same Airflow home too."""
     with sqlite3.connect(home.path / "airflow.db") as db:
         [(value,)] = db.execute(
-            "SELECT value FROM xcom WHERE dag_id = ? AND task_id = 'sweep' AND key = 'return_value'", (dag_id,)
+            "SELECT value FROM xcom WHERE dag_id = ? AND task_id = 'sweep' AND key = 'return_value' "
+            "ORDER BY dag_run_id DESC LIMIT 1",
+            (dag_id,),
         ).fetchall()
     result: dict[str, Any] = json.loads(value)
     return result

@@ -206,7 +206,7 @@ class DLICancelBatchOperator(BaseOperator):
             what = "DLICancelBatchOperator (a queue_name or job_name filter)"
         else:
             what = "DLICancelBatchOperator (batch_id)"
-        return canceller(context["ti"], what)
+        return canceller(context.get("ti"), what)  # never an error: it would stop the cancel
 
     def matching_jobs(self, hook: DLIHook, context: Context) -> list[dict[str, Any]]:
         """The live jobs that the filter matches, from one listing per live state (never the project's history).
