@@ -7,8 +7,8 @@ task's callback, the orphan sweeper, ``airflow dli cancel``) therefore writes th
 task instance that owns the job, as the job's owner record names it. The waiting task reads its own XCom when its
 job ends ``dead`` (a SQL job ``CANCELLED``): one Task SDK call, no database connection, on any executor. A
 deferred task reads it in ``execute_complete``, on a worker: the trigger only reports the state, so the triggerer
-never needs the record (and cannot write XCom anyway). The notifier records batch jobs only: it knows a SQL job
-by its id alone, and the owner's tags are on DLI's job detail answer, which the client does not read.
+never needs the record (and cannot write XCom anyway). A cancel by ids reads each job's owner first: a batch job's
+from its details, a SQL job's from the tags of its status answer.
 
 Why XCom of the owning task instance: the owner record says exactly which one that is, whoever cancels (another
 DAG's sweeper, a terminal); Airflow clears it when the task's next try starts (not when a deferred task resumes),
@@ -29,17 +29,15 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from airflow_provider_dli.identity import JobOwner, owner_of
+from airflow_provider_dli.owner_tags import owner_from_tags
 from airflow_provider_dli.xcom_keys import XCOM_CANCELLED_BY
-
-if TYPE_CHECKING:
-    from airflow_provider_dli.identity import JobOwner
-    from airflow_provider_dli.owned_jobs import BatchLister
 
 Record = dict[str, str]
 """``{"job_id", "by", "at"}``: the job (batch or SQL), who cancelled it (a phrase), and when (UTC, ISO 8601)."""
-Writer = Callable[["JobOwner", Record], None]
+Writer = Callable[[JobOwner, Record], None]
 
 log = logging.getLogger(__name__)
 
@@ -78,20 +76,34 @@ def record_cancels(jobs: Iterable[tuple[str, JobOwner | None]], by: str) -> None
             log.warning("Could not record on task %s who cancels DLI job %s: %s", owner.describe(), job_id, error)
 
 
-def owners_by_id(hook: BatchLister, batch_ids: Sequence[str]) -> list[tuple[str, JobOwner | None]]:
-    """Each job's owner, from its details (a cancel by id knows no more than the id). The first job whose
-    details cannot be read ends the reading, so that a refused credential fails once, not once per job, before
-    the cancel itself; the rest (and any past :data:`OWNER_READS`) then get no record."""
-    from airflow_provider_dli.identity import owner_of
+class OwnerReader(Protocol):
+    """What reading a job's owner by its id needs from a hook (or a client)."""
 
+    def get_batch(self, batch_id: str) -> dict[str, Any]: ...
+    def get_sql_job_status(self, job_id: str) -> dict[str, Any]: ...
+
+
+OWNER_BY_ID: dict[str, Callable[[OwnerReader, str], JobOwner | None]] = {
+    "batch": lambda hook, job_id: owner_of(hook.get_batch(job_id)),  # the Spark conf of its details
+    "sql": lambda hook, job_id: owner_from_tags(hook.get_sql_job_status(job_id).get("tags")),  # its tags
+}
+"""Where a job of each kind carries its owner record, read by the job's id alone."""
+
+
+def owners_by_id(hook: OwnerReader, job_ids: Sequence[str], kind: str = "batch") -> list[tuple[str, JobOwner | None]]:
+    """Each job's owner, read by its id (a cancel by id knows no more than the id). The first job whose owner
+    cannot be read ends the reading, so that a refused credential fails once, not once per job, before the
+    cancel itself; the rest (and any past :data:`OWNER_READS`) then get no record."""
     if _writer() is None:
         return []
     owners: list[tuple[str, JobOwner | None]] = []
-    for batch_id in batch_ids[:OWNER_READS]:
+    for job_id in job_ids[:OWNER_READS]:
         try:
-            owners.append((batch_id, owner_of(hook.get_batch(batch_id))))
+            owners.append((job_id, OWNER_BY_ID[kind](hook, job_id)))
         except Exception as error:
-            log.info("Could not read whose DLI batch job %s is, so who cancels it is not recorded: %s", batch_id, error)
+            log.info(
+                "Could not read whose DLI %s job %s is, so who cancels it is not recorded: %s", kind, job_id, error
+            )
             break
     return owners
 

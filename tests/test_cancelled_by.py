@@ -152,6 +152,25 @@ def test_the_kill_switch_is_named_in_the_failure_of_the_sql_task_whose_job_it_ca
     assert "not a failure of the statement" in output
 
 
+def test_a_notifier_in_a_siblings_callback_is_named_in_the_failure_of_the_sql_task_whose_job_it_cancelled(
+    long_jobs: DLIEmulator, airflow_home: AirflowHome
+) -> None:
+    """The notifier knows the SQL job by its id alone: it reads the owner from the tags of the job's status."""
+    dag_id = "dli_test_sql_cancelled_while_waiting_notifier"
+
+    def fail_the_sibling() -> None:  # its failure callback, DLICancelBatchNotifier(source_task_id="insert")
+        run_id = run_id_of(airflow_home, dag_id)
+        airflow_home.run("tasks", "test", dag_id, "check", run_id, dags_folder=SQL_DAGS, emulator=long_jobs)
+
+    returncode, output = run_while_waiting(airflow_home, dag_id, long_jobs, fail_the_sibling, SQL_DAGS, status_polls)
+    assert returncode != 0, output[-3000:]
+    job_id = only_sql_job(long_jobs)  # not retried
+    assert (
+        f"DLI SQL job {job_id} ended CANCELLED because it was cancelled by the DLICancelBatchNotifier callback in "
+        f"task check of DAG {dag_id}, run {run_id_of(airflow_home, dag_id)} at "
+    ) in output, output[-3000:]
+
+
 def test_a_sql_job_cancelled_outside_says_so(long_jobs: DLIEmulator, airflow_home: AirflowHome) -> None:
     def cancel_as_the_console_would() -> None:
         DLIHook().cancel_sql_job(only_sql_job(long_jobs))

@@ -126,7 +126,7 @@ class DLICancelBatchNotifier(BaseNotifier):
             hook = DLIHook(self.dli_conn_id, project_id=self.project_id, caller=f"{task} callback")
             if ti is not None:  # a waiting task (source_task_id's) reads who cancelled its job
                 by = canceller(ti, "the DLICancelBatchNotifier callback")
-                record_cancels(owners_by_id(hook, batch_ids), by)
+                record_cancels(owners_by_id(hook, batch_ids) + owners_by_id(hook, sql_ids, "sql"), by)
         outcomes = (hook.cancel_batches(batch_ids) if batch_ids else []) + (
             hook.cancel_sql_jobs(sql_ids) if sql_ids else []
         )

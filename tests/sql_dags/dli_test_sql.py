@@ -143,5 +143,14 @@ for waits, deferrable in (("worker", False), ("deferred", True)):
             task_id="kill_switch", this_dag_run=True, trigger_rule="one_failed", fail_after_cancel=True
         )
 
+with DAG("dli_test_sql_cancelled_while_waiting_notifier", schedule=None, catchup=False):
+    from airflow.sdk import task
+
+    @task(on_failure_callback=DLICancelBatchNotifier(source_task_id="insert"))
+    def check() -> None:  # fails while insert waits (run beside it by ``airflow tasks test``)
+        raise ValueError("bad input")
+
+    DLISqlJobOperator(task_id="insert", retries=1, **JOB) >> check()
+
 with DAG("dli_test_sql_cancelled_outside", schedule=None, catchup=False):
     DLISqlJobOperator(task_id="insert", **JOB)
