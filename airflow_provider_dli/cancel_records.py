@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 from airflow_provider_dli.identity import JobOwner, owner_of
 from airflow_provider_dli.owner_tags import owner_from_tags
+from airflow_provider_dli.states import LIVE_STATES, SQL_LIVE_STATES
 from airflow_provider_dli.xcom_keys import XCOM_CANCELLED_BY
 
 Record = dict[str, str]
@@ -65,7 +66,11 @@ def record_cancels(jobs: Iterable[tuple[str, JobOwner | None]], by: str) -> None
     write = _writer()
     if write is None:
         return
-    this_airflow = instance_id()
+    try:
+        this_airflow = instance_id()
+    except Exception as error:  # a malformed [dli] instance_id: never a reason not to cancel
+        log.warning("Could not record who cancels DLI jobs: %s", error)
+        return
     at = datetime.now(UTC).isoformat(timespec="seconds")
     for job_id, owner in jobs:
         if owner is None or owner.instance != this_airflow:
@@ -83,11 +88,22 @@ class OwnerReader(Protocol):
     def get_sql_job_status(self, job_id: str) -> dict[str, Any]: ...
 
 
+def _live_batch_owner(hook: OwnerReader, batch_id: str) -> JobOwner | None:
+    job = hook.get_batch(batch_id)
+    return owner_of(job) if job.get("state") in LIVE_STATES else None
+
+
+def _live_sql_owner(hook: OwnerReader, job_id: str) -> JobOwner | None:
+    status = hook.get_sql_job_status(job_id)
+    return owner_from_tags(status.get("tags")) if status.get("status") in SQL_LIVE_STATES else None
+
+
 OWNER_BY_ID: dict[str, Callable[[OwnerReader, str], JobOwner | None]] = {
-    "batch": lambda hook, job_id: owner_of(hook.get_batch(job_id)),  # the Spark conf of its details
-    "sql": lambda hook, job_id: owner_from_tags(hook.get_sql_job_status(job_id).get("tags")),  # its tags
+    "batch": _live_batch_owner,  # the Spark conf of its details
+    "sql": _live_sql_owner,  # the tags of its status answer
 }
-"""Where a job of each kind carries its owner record, read by the job's id alone."""
+"""Where a job of each kind carries its owner record, read by the job's id alone; none for a job that has ended
+already: its cancel finds it finished, and a record would call its own failure a cancel (and stop its retry)."""
 
 
 def owners_by_id(hook: OwnerReader, job_ids: Sequence[str], kind: str = "batch") -> list[tuple[str, JobOwner | None]]:

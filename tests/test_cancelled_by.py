@@ -16,16 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_dli.cancel_records import ended_cancelled, ended_dead
+from airflow_provider_dli.cancel_records import OWNER_BY_ID, ended_cancelled, ended_dead
 from airflow_provider_dli.cli import CLI_CANCELLER
 from airflow_provider_dli.emulator import DLIEmulator
 from airflow_provider_dli.hooks.dli import DLIHook
+from airflow_provider_dli.identity import OWNER_CONF_KEY, JobOwner
+from airflow_provider_dli.owner_tags import owner_tags
 from tests.airflow_cli import AIRFLOW, AirflowHome
-from tests.conftest import state_polls, wait_until
+from tests.conftest import SUBMIT_BODY, state_polls, wait_until
 from tests.test_cli import CLI
 from tests.test_failure_paths import TEST_DAGS, long_jobs
+from tests.test_sql_jobs import INSERT, only_sql_job, status_polls
 from tests.test_sql_jobs import TEST_DAGS as SQL_DAGS
-from tests.test_sql_jobs import only_sql_job, status_polls
 
 __all__ = ["long_jobs"]  # the fixture
 
@@ -182,6 +184,20 @@ def test_a_sql_job_cancelled_outside_says_so(long_jobs: DLIEmulator, airflow_hom
     assert returncode != 0
     job_id = only_sql_job(long_jobs)
     assert f"DLI SQL job {job_id} ended CANCELLED: it was cancelled outside this DAG run" in output, output[-3000:]
+
+
+def test_a_job_that_ended_already_gets_no_record(long_jobs: DLIEmulator) -> None:
+    """A cancel by id finds an ended job finished: a record would call the job's own failure a cancel, and the
+    waiting task, yet to see the end, would fail without its retry."""
+    hook = DLIHook()
+    owner = JobOwner("airflow", "d", "r", "t", -1, 1, True)
+    batch_ids = [hook.create_batch({**SUBMIT_BODY, "conf": {OWNER_CONF_KEY: owner.conf_value()}})["id"] for _ in "ab"]
+    sql_ids = [str(hook.submit_sql_job({**INSERT, "tags": owner_tags(owner)})["job_id"]) for _ in "ab"]
+    long_jobs.finish(batch_ids[1], "dead")
+    long_jobs.finish(sql_ids[1], "FAILED")
+    wait_until(lambda: long_jobs.state_of(batch_ids[0]) == "running", "the job to run")
+    assert [OWNER_BY_ID["batch"](hook, batch_id) for batch_id in batch_ids] == [owner, None]
+    assert [OWNER_BY_ID["sql"](hook, job_id) for job_id in sql_ids] == [owner, None]
 
 
 def test_the_failure_tells_a_failed_job_from_a_cancelled_one() -> None:
