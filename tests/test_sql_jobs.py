@@ -269,6 +269,7 @@ def test_the_kill_switch_cancels_the_runs_sql_and_batch_jobs(long_jobs: DLIEmula
         "dli_test_sql_kill_switch.cancel_this_runs_jobs"
     }
     assert long_jobs.state_of(other) == "RUNNING"
+    assert INSERT["sql"] not in result.stdout + result.stderr  # a statement may carry a data source's password
     outcomes = xcom(airflow_home, "dli_test_sql_kill_switch", "return_value", "cancel_this_runs_jobs")
     cancelled = sorted((o["kind"], o["job_id"], o.get("batch_id")) for o in outcomes if o["outcome"] == "cancelled")
     assert cancelled == sorted([("batch", batch_id, batch_id), *(("sql", job_id, None) for job_id in ours)])

@@ -150,7 +150,8 @@ class DLICancelBatchOperator(BaseOperator):
             for batch in matching:
                 self.log.info("  %s  %-10s  %s", batch["id"], batch["state"], batch.get("name", ""))
             for job in sql_jobs:
-                self.log.info("  %s  %-10s  SQL: %s", job["id"], job["state"], str(job.get("statement"))[:80])
+                # never the statement: another task's SQL may carry a data source's password in its OPTIONS
+                self.log.info("  %s  %-10s  %s", job["id"], job["state"], job.get("name", "SQL job"))
             if self.list_only:
                 batches = [
                     {
