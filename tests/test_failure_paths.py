@@ -395,6 +395,32 @@ def test_a_sensor_gives_up_after_its_outage_tolerance(long_jobs: DLIEmulator, mo
     assert server_errors.hits > 4  # more than one poll's attempts
 
 
+def test_a_rescheduled_poke_waits_out_an_outage_for_its_tolerance_not_its_poke_interval(
+    long_jobs: DLIEmulator,
+) -> None:
+    """A reschedule sensor's poke_interval is often an hour: an outage must not hold its worker slot that long."""
+    batch_id = str(DLIHook().create_batch(SUBMIT_BODY)["id"])
+    long_jobs.add_fault(r".*/state", method="GET", status=400, error_code="DLI.0999", times=None)
+    sensor = DLIBatchSensor(
+        task_id="watch", batch_id=batch_id, mode="reschedule", poke_interval=3600, timeout=7200, outage_tolerance=1
+    )
+    outcome: list[BaseException] = []
+
+    def poke() -> None:
+        try:
+            sensor.poke({})
+        except BaseException as error:
+            outcome.append(error)
+
+    poking = threading.Thread(target=poke, daemon=True)
+    poking.start()
+    poking.join(timeout=300)  # a bound on a hang (the poke_interval is an hour), not a measure of speed
+    assert not poking.is_alive(), "the poke slept its poke_interval through the outage"
+    [error] = outcome
+    assert isinstance(error, DLIAPIError)
+    assert "DLI.0999" in str(error)
+
+
 @pytest.mark.parametrize("status", [401, 403])
 def test_a_sensor_fails_at_once_on_an_authorization_refusal(long_jobs: DLIEmulator, status: int) -> None:
     batch_id = str(DLIHook().create_batch(SUBMIT_BODY)["id"])

@@ -112,7 +112,9 @@ class DLIBatchSensor(BaseSensorOperator):
                 )
                 if not self.reschedule:
                     return None
-                time.sleep(self.poke_interval)
+                # read again when the tolerance is spent at the latest: a long poke_interval must not hold
+                # the worker slot past it, nor skip a DLI that is back within it
+                time.sleep(min(self.poke_interval, max(self._outage.tolerance - self._outage.seconds, 0.0)))
                 continue
             self._outage.answered()
             return state
