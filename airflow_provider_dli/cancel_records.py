@@ -42,8 +42,13 @@ Writer = Callable[[JobOwner, Record], None]
 
 log = logging.getLogger(__name__)
 
-KILLED_LINES = re.compile(r"killed|RECEIVED SIGNAL (TERM|KILL)|cancel", re.IGNORECASE)
-"""A driver log line that says the application was killed rather than failed on its own."""
+KILLED_LINES = re.compile(
+    r"RECEIVED SIGNAL (TERM|KILL)|(application|app|job)\b.{0,40}\bkilled by|killed by (a |the )?(user|cancel)|"
+    r"cancel(l?ed)? by (a |the )?(user|request)",
+    re.IGNORECASE,
+)
+"""A driver log line that says the application was killed rather than failed on its own; not a container or an
+executor killed for its memory, nor a stage cancelled inside a failing job: those are the job's own failure."""
 OWNER_READS = 100
 """Jobs of a cancel by ids whose owners are read (one request each, before the cancel): a cancel of thousands of
 ids is not held up by thousands of reads; the jobs past these get no record."""

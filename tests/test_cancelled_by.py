@@ -209,6 +209,17 @@ def test_the_failure_tells_a_failed_job_from_a_cancelled_one() -> None:
     failed = ended_dead("b", None, ["ERROR SparkContext: application failed: exit code 1"])
     assert failed.startswith("DLI batch job b ended dead: the Spark application failed")
     assert "cancelled by the orphan sweeper in task sweep" in ended_dead("b", record, [])
+    for own_failure in (
+        "WARN YarnAllocator: Container killed by YARN for exceeding memory limits. 9.1 GB of 9 GB used",
+        "ERROR TaskSchedulerImpl: Lost executor 2: Executor killed by driver (OutOfMemoryError)",
+        "INFO DAGScheduler: Cancelling stage 3",
+    ):
+        assert "the Spark application failed" in ended_dead("b", None, [own_failure]), own_failure
+    for cancelled in (
+        "WARN SparkContext: application killed by a cancel request",
+        "INFO Client: Application application_1_0001 was killed by user dli",
+    ):
+        assert "cancelled outside this DAG run" in ended_dead("b", None, [cancelled]), cancelled
     killed = ended_dead("b", None, ["INFO x", "ERROR ApplicationMaster: RECEIVED SIGNAL TERM"])
     assert killed.endswith("its driver log says: ERROR ApplicationMaster: RECEIVED SIGNAL TERM")
     assert "SQL job b ended CANCELLED because it was cancelled by the orphan sweeper" in ended_cancelled(
