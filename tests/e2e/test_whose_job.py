@@ -19,9 +19,7 @@ task instance is alive: the one its live try waits on.
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import signal
 import subprocess
 import time
 from functools import partial
@@ -164,12 +162,13 @@ def test_a_job_the_retry_takes_over_is_kept_by_the_sweep(
     run_id = airflow.trigger(RETRIED)
     batch_id = job_of_try(dli, RETRIED, run_id, 1)
 
-    # The scheduler is stopped, so that the retry cannot start while the sweep asks about the task. DLI refuses
-    # the task's next state poll (a 403 ends a wait at once): the task fails with its job live, and the task
-    # runner, with a retry left, makes it up for retry (through the api-server: no scheduler needed). One sweep,
-    # from the command line, asks Airflow's database.
-    scheduler = airflow.component("scheduler").pid
-    os.kill(scheduler, signal.SIGSTOP)
+    # The DAG is paused, so that the scheduler queues no retry while the sweep asks about the task (a running
+    # task of a paused DAG goes on). Not the scheduler stopped: on SQLite, a scheduler stopped inside a write
+    # holds the database's lock, and the task's own up_for_retry write then fails ("database is locked"). DLI
+    # refuses the task's next state poll (a 403 ends a wait at once): the task fails with its job live, and the
+    # task runner, with a retry left, makes it up for retry. One sweep, from the command line, asks Airflow's
+    # database.
+    airflow.api("PATCH", f"/dags/{RETRIED}", {"is_paused": True})
     try:
         dli.add_fault(rf"/v2\.0/.*/batches/{batch_id}/state", method="GET", status=403, times=None)
         airflow.wait_for_task_state(RETRIED, run_id, TASK, "up_for_retry")
@@ -184,7 +183,7 @@ def test_a_job_the_retry_takes_over_is_kept_by_the_sweep(
         )
     finally:
         dli.clear_faults()
-        os.kill(scheduler, signal.SIGCONT)
+        airflow.api("PATCH", f"/dags/{RETRIED}", {"is_paused": False})
     assert swept.returncode == 0, swept.stdout[-3000:] + swept.stderr[-3000:]
     [line] = [line for line in swept.stdout.splitlines() if line.startswith(batch_id)]
     assert "kept" in line, line
