@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from airflow_provider_dli.hooks.dli import DLIHook
+    from airflow_provider_dli.owned_jobs import Listed
 
 
 @dataclass(frozen=True)
@@ -42,23 +43,28 @@ RUN_ID = Option(("run_id",), {"help": "the DAG run id, e.g. scheduled__2026-11-2
 def jobs(args: argparse.Namespace) -> None:
     """Print every job of the DAG run, live or ended: one listing of each kind."""
     hook = _hook(args)
-    found = _dag_run_jobs(hook, args.dag_id, args.run_id, live=False)
+    listed = _dag_run_jobs(hook, args.dag_id, args.run_id, live=False)
+    found = listed.every_job
     print(f"{_counts(found)} of DAG run {args.dag_id} / {args.run_id} in project {hook.project_id}:")
     print(_job_table(found))
+    _exit_if_unlisted(listed)
 
 
 def cancel(args: argparse.Namespace) -> None:
-    """Cancel the DAG run's live jobs with the operators' bulk cancel; ``--dry-run`` only lists them."""
+    """Cancel the DAG run's live jobs with the operators' bulk cancel; ``--dry-run`` only lists them. A kind that
+    could not be listed makes it exit non-zero, after the other kind's jobs were cancelled (or listed)."""
     from airflow_provider_dli.cancel_records import record_cancels, write_to_the_database
     from airflow_provider_dli.client.cancels import bulk_cancel_counts, bulk_cancel_failure, bulk_cancel_table
     from airflow_provider_dli.owned_jobs import job_owner
 
     hook = _hook(args)
-    live = _dag_run_jobs(hook, args.dag_id, args.run_id, live=True)
+    listed = _dag_run_jobs(hook, args.dag_id, args.run_id, live=True)
+    live = listed.every_job
     if args.dry_run or not live:
         verb = "would be cancelled (dry run)" if args.dry_run else "to cancel"
         print(f"Live: {_counts(live)} of DAG run {args.dag_id} / {args.run_id} {verb}:")
         print(_job_table(live))
+        _exit_if_unlisted(listed)
         return
     batch_ids = [str(job["id"]) for job in live if job.get("job_kind") != "sql"]
     sql_ids = [str(job["id"]) for job in live if job.get("job_kind") == "sql"]
@@ -68,7 +74,7 @@ def cancel(args: argparse.Namespace) -> None:
         hook.cancel_sql_jobs(sql_ids) if sql_ids else []
     )
     print(f"{bulk_cancel_counts(outcomes)}:{bulk_cancel_table(outcomes)}", end="")
-    failure = bulk_cancel_failure(outcomes, "the table above")
+    failure = " ".join(filter(None, [bulk_cancel_failure(outcomes, "the table above"), listed.failure]))
     if failure:
         sys.exit(failure)
 
@@ -95,10 +101,10 @@ def sweep(args: argparse.Namespace) -> None:
         f"{report.instance_id!r} (left alone); {len(report.orphans)} orphan(s){dry_run}:"
     )
     print(report.table())
-    if report.listing_error:
-        sys.exit(f"The SQL jobs could not be listed (the batch jobs were swept): {report.listing_error}")
-    if report.not_cancelled:
-        sys.exit(f"{len(report.not_cancelled)} orphan(s) could not be cancelled: see the table above")
+    not_cancelled = f"{len(report.not_cancelled)} orphan(s) could not be cancelled: see the table above."
+    failure = " ".join(filter(None, [not_cancelled if report.not_cancelled else "", report.listing_error]))
+    if failure:
+        sys.exit(failure)
 
 
 @dataclass(frozen=True)
@@ -240,19 +246,31 @@ def _hook(args: argparse.Namespace) -> DLIHook:
     return DLIHook(args.conn_id, project_id=args.project_id, caller="airflow dli")
 
 
-def _dag_run_jobs(hook: DLIHook, dag_id: str, run_id: str, *, live: bool) -> list[dict[str, Any]]:
+def _dag_run_jobs(hook: DLIHook, dag_id: str, run_id: str, *, live: bool) -> Listed:
     """The run's batch jobs, then its SQL jobs, as their owner records say (this deployment's instance id, the
     exact DAG and run ids), as the kill switch and the run-wide notifier find them: the live ones from one listing
     per live state; all of them (``live=False``, for a person's look) from the project's whole batch history and
-    the SQL jobs tagged with the run."""
+    the SQL jobs tagged with the run. Each kind is listed on its own, as everywhere (``list_each_kind``)."""
     from airflow_provider_dli.identity import Scope, belongs_to, instance_id, owner_of
-    from airflow_provider_dli.owned_jobs import live_jobs_of, live_sql_jobs_of, sql_jobs_of
+    from airflow_provider_dli.job_kinds import BATCH, SQL
+    from airflow_provider_dli.owned_jobs import list_each_kind, live_jobs_of_each_kind, sql_jobs_of
 
     run = Scope(instance_id(), dag_id, run_id)
     if live:
-        return [*live_jobs_of(hook, run), *live_sql_jobs_of(hook, run)]
-    batches = [batch for batch in hook.list_batches() if belongs_to(owner_of(batch), run)]
-    return [*batches, *(job for job, _ in sql_jobs_of(hook, run, since_ms=None))]
+        return live_jobs_of_each_kind(hook, run)
+    return list_each_kind(
+        {
+            BATCH: lambda: (batch for batch in hook.list_batches() if belongs_to(owner_of(batch), run)),
+            SQL: lambda: (job for job, _ in sql_jobs_of(hook, run, since_ms=None)),
+        }
+    )
+
+
+def _exit_if_unlisted(listed: Listed) -> None:
+    """Exit non-zero, naming the kind and DLI's answer, when a kind of job could not be listed: the table printed
+    shows the other kind's jobs only."""
+    if listed.failure:
+        sys.exit(listed.failure)
 
 
 def _kind(job: dict[str, Any]) -> str:

@@ -14,15 +14,20 @@ their tags instead (the deployment's or the run's, :mod:`airflow_provider_dli.ow
 and seen as a batch job is (:func:`sql_job_view`: ``id``, ``name``, ``state``, ``create_time``), with
 ``job_kind`` ``sql``. Either way the owner record decides (:func:`~airflow_provider_dli.identity.belongs_to`),
 never the name or a tag, and :func:`take_over` says what a retry does with its earlier tries' jobs, of either kind.
+
+Whoever lists both kinds (the kill switch, the run-wide notifier, the sweeper, the CLI) lists them through
+:func:`list_each_kind`: one kind's failed listing never keeps the other kind's jobs from being acted on.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from airflow_provider_dli.client.errors import DLIError
 from airflow_provider_dli.identity import JobOwner, Scope, belongs_to, owner_of
 from airflow_provider_dli.job_kinds import BATCH, SQL, JobKind
 from airflow_provider_dli.owner_tags import INSTANCE_TAG, RUN_TAG, owner_from_tags, run_digest
@@ -210,6 +215,58 @@ def sql_jobs_of(hook: SqlLister, scope: Scope, *, since_ms: int | None) -> Found
             log.warning("Stopped looking for the SQL jobs of %s after %d jobs of the listing", scope, read)
             break
     return sorted(found, key=lambda pair: _created_ms(pair[0]) or 0, reverse=True)
+
+
+# Both kinds: one kind's failed listing never stops the other's
+
+Listing = Callable[[], Iterable[dict[str, Any]]]
+"""One kind's listing, run when :func:`list_each_kind` comes to it."""
+
+
+@dataclass(frozen=True)
+class Listed:
+    """The jobs of each kind, as far as each kind could be listed."""
+
+    jobs: dict[JobKind, list[dict[str, Any]]]
+    unlisted: dict[JobKind, DLIError]
+    """The kinds whose listing failed, with DLI's answer (or the connection's failure), which names the request
+    and never a secret."""
+
+    def of(self, kind: JobKind) -> list[dict[str, Any]]:
+        return self.jobs.get(kind, [])
+
+    @property
+    def every_job(self) -> list[dict[str, Any]]:
+        """Every kind's jobs, batch jobs first."""
+        return [job for jobs in self.jobs.values() for job in jobs]
+
+    @property
+    def failure(self) -> str | None:
+        """What could not be listed, one sentence per kind (``The DLI batch jobs could not be listed: DLI GET ...
+        failed: HTTP 403 ...``); None when every kind was."""
+        sentences = (f"The {kind.noun}s could not be listed: {error}." for kind, error in self.unlisted.items())
+        return " ".join(sentences) or None
+
+
+def list_each_kind(listings: Mapping[JobKind, Listing]) -> Listed:
+    """Each kind's jobs, from each kind's own listing. A listing that DLI refuses or that fails (an IAM user with
+    rights on SQL jobs alone gets 403 from the batch API; one API is down) is logged and kept in
+    :attr:`Listed.unlisted`, and the next kind is listed all the same: a caller acts on every job it could see,
+    then reports what it could not see. The one rule of every tool that lists both kinds."""
+    jobs: dict[JobKind, list[dict[str, Any]]] = {}
+    unlisted: dict[JobKind, DLIError] = {}
+    for kind, listing in listings.items():
+        try:
+            jobs[kind] = list(listing())
+        except DLIError as error:
+            log.error("The %ss could not be listed (the other kinds' are listed all the same): %s", kind.noun, error)
+            jobs[kind], unlisted[kind] = [], error
+    return Listed(jobs, unlisted)
+
+
+def live_jobs_of_each_kind(hook: JobLister, scope: Scope) -> Listed:
+    """The live jobs of both kinds that belong to ``scope`` (:func:`live_jobs_of`, :func:`live_sql_jobs_of`)."""
+    return list_each_kind({BATCH: lambda: live_jobs_of(hook, scope), SQL: lambda: live_sql_jobs_of(hook, scope)})
 
 
 def search_floor(dag_run: object) -> int | None:

@@ -7,7 +7,8 @@ Kubernetes controller: it lists the live jobs, batch and SQL alike, reads each j
 through the Task SDK (no database access: it works on any executor), decides with :data:`DECISION_TABLE`, and
 cancels the orphans.
 Each job is decided on its own: a job that cannot be read or decided is logged and kept, never the end of a
-sweep.
+sweep. Each kind is listed on its own too: a kind whose listing fails is reported (``SweepReport.listing_error``),
+and the other kind's jobs are swept all the same.
 
 It knows nothing of operators: :class:`~airflow_provider_dli.operators.dli.DLIOrphanSweepOperator` runs
 :func:`sweep`, and :mod:`airflow_provider_dli.sweeper` makes the scheduled DAG around it.
@@ -26,7 +27,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from airflow_provider_dli import metrics
 from airflow_provider_dli.cancel_records import record_cancels
 from airflow_provider_dli.identity import DEFAULT_INSTANCE_ID, JobOwner, Scope, belongs_to
-from airflow_provider_dli.owned_jobs import job_owner, live_batches, live_sql_jobs
+from airflow_provider_dli.job_kinds import BATCH, SQL
+from airflow_provider_dli.owned_jobs import job_owner, list_each_kind, live_batches, live_sql_jobs
 
 if TYPE_CHECKING:
     from airflow_provider_dli.hooks.dli import DLIHook
@@ -182,7 +184,8 @@ class SweepReport:
     undecided: int = 0
     """Owned jobs that could not be decided (logged, kept)."""
     listing_error: str | None = None
-    """Why the SQL jobs could not be listed (the batch jobs were swept all the same); the sweeping task fails."""
+    """Which kind of job could not be listed, and DLI's answer (the other kind was swept all the same); the
+    sweeping task fails, and its XCom keeps it."""
 
     @property
     def orphans(self) -> list[JobVerdict]:
@@ -212,6 +215,7 @@ class SweepReport:
             "live_jobs": self.live_jobs,
             "not_ours": self.not_ours,
             "kept": len(self.verdicts) - len(self.orphans) + self.undecided,
+            "listing_error": self.listing_error,
             "orphans": [
                 {
                     **({"batch_id": v.batch_id} if v.kind == "batch" else {}),
@@ -249,15 +253,15 @@ def sweep(
     owned: list[tuple[dict[str, Any], JobOwner]] = []
     live = not_ours = 0
     deployment = Scope(instance_id)
-    failures: list[str] = []
-    for job in _live_jobs(hook, deployment, failures):
+    listed = list_each_kind({BATCH: lambda: live_batches(hook), SQL: lambda: live_sql_jobs(hook, deployment)})
+    for job in listed.every_job:
         live += 1
         owner = job_owner(job)
         if owner is None or not belongs_to(owner, deployment):
             not_ours += 1
             continue
         owned.append((job, owner))
-    report = SweepReport(instance_id, live, not_ours, listing_error=failures[0] if failures else None)
+    report = SweepReport(instance_id, live, not_ours, listing_error=listed.failure)
     newest = _newest_jobs(owned)
     for batch, owner in owned:
         try:
@@ -323,19 +327,6 @@ def _verdict(
     name, state = str(batch.get("name") or ""), str(batch["state"])
     kind = str(batch.get("job_kind") or "batch")
     return JobVerdict(str(batch["id"]), name, state, age, owner, facts, "keep", "", kind=kind)
-
-
-def _live_jobs(hook: DLIHook, deployment: Scope, failures: list[str]) -> Iterator[dict[str, Any]]:
-    """The live batch jobs, then the live SQL jobs tagged for this deployment; a SQL listing that fails is
-    recorded in ``failures`` (the sweep of the batch jobs goes on), a batch listing that fails ends the sweep."""
-    from airflow_provider_dli.client.errors import DLIError
-
-    yield from live_batches(hook)
-    try:
-        yield from live_sql_jobs(hook, deployment)
-    except DLIError as error:
-        log.error("The SQL jobs could not be listed (the batch jobs are swept all the same): %s", error)
-        failures.append(str(error))
 
 
 def _created_seconds(batch: Mapping[str, Any]) -> float | None:

@@ -361,7 +361,7 @@ def test_a_failed_sql_listing_never_keeps_the_kill_switch_from_the_batch_jobs(
     [batch_id] = long_jobs.jobs
     assert long_jobs.state_of(batch_id) == "dead"
     assert {long_jobs.state_of(job_id) for job_id in long_jobs.sql_jobs} == {"RUNNING"}
-    assert "The run's SQL jobs could not be listed: DLI GET" in result.stdout + result.stderr
+    assert "The DLI SQL jobs could not be listed: DLI GET" in result.stdout + result.stderr
 
 
 # One job per try, by the owner-record rule that batch jobs follow (identity.belongs_to, owned_jobs.take_over)

@@ -22,8 +22,6 @@ if TYPE_CHECKING:
     import jinja2
     from airflow.sdk import DAG, Context
 
-    from airflow_provider_dli.hooks.dli import DLIHook
-
 
 class DLICancelBatchNotifier(BaseNotifier):
     """Cancel the batch job(s) of a task when a callback fires.
@@ -40,7 +38,9 @@ class DLICancelBatchNotifier(BaseNotifier):
     :param this_dag_run: instead of ids, cancel every live job that this DAG run's submit operators started, as
         the jobs' owner records say (this deployment's ``[dli] instance_id``, this DAG and run, exactly), from
         one listing per live state and with concurrent cancels; its SQL jobs too (listed by the run's tag).
-        Meant for a DAG-level ``on_failure_callback``.
+        Meant for a DAG-level ``on_failure_callback``. A kind whose listing fails (an IAM user without rights on
+        the batch API, an outage of one API) never stops the other kind's cancels; the error that follows names
+        the kind and DLI's answer.
 
     Whose jobs: without ``source_task_id``, only the job(s) of the task instance whose callback fires, so the
     callback of one failed map index of a mapped task never cancels its healthy siblings' jobs. With
@@ -98,16 +98,18 @@ class DLICancelBatchNotifier(BaseNotifier):
         from airflow_provider_dli.client.cancels import bulk_cancel_counts, bulk_cancel_failure, bulk_cancel_table
         from airflow_provider_dli.exceptions import DLIError
         from airflow_provider_dli.hooks.dli import DLIHook
+        from airflow_provider_dli.identity import Scope, instance_id
+        from airflow_provider_dli.job_kinds import BATCH, SQL
+        from airflow_provider_dli.owned_jobs import live_jobs_of_each_kind
 
         if self.this_dag_run:
             dag_id, run_id = context["dag"].dag_id, context["run_id"]  # a DAG callback's context may have no dag_run
             where = f"DAG run {run_id}"
             hook = DLIHook(self.dli_conn_id, project_id=self.project_id, caller=f"{dag_id} callback")
-            batch_ids = self._dag_run_job_ids(hook, dag_id, run_id)
-            try:  # a failed SQL listing must not keep the run's batch jobs from being cancelled
-                sql_ids, sql_listing_failed = self._dag_run_sql_job_ids(hook, dag_id, run_id), None
-            except DLIError as error:
-                sql_ids, sql_listing_failed = [], error
+            listed = live_jobs_of_each_kind(hook, Scope(instance_id(), dag_id, run_id))
+            batch_ids = [str(job["id"]) for job in listed.of(BATCH)]
+            sql_ids = [str(job["id"]) for job in listed.of(SQL)]
+            listing_failure = listed.failure
         else:
             ti = context.get("ti")
             task = f"{ti.dag_id}.{ti.task_id}" if ti is not None else str(context.get("run_id", "DAG"))
@@ -119,7 +121,7 @@ class DLICancelBatchNotifier(BaseNotifier):
             else:
                 batch_ids = self._batch_ids_from_xcom(context)
             sql_ids = self._sql_job_ids_from_xcom(context) if self.batch_id is None else []
-            sql_listing_failed = None
+            listing_failure = None
             if not batch_ids and not sql_ids:
                 self.log.info("No DLI batch job id found for %s: nothing to cancel", where)
                 return
@@ -131,25 +133,10 @@ class DLICancelBatchNotifier(BaseNotifier):
             hook.cancel_sql_jobs(sql_ids) if sql_ids else []
         )
         self.log.info("%s (callback of %s):%s", bulk_cancel_counts(outcomes), where, bulk_cancel_table(outcomes))
-        failure = bulk_cancel_failure(outcomes, "the log of this callback")
-        if sql_listing_failed is not None:
-            failure = f"{failure or ''} The run's SQL jobs could not be listed: {sql_listing_failed}".strip()
+        # after every cancel, one error for what failed; a callback cannot fail its task: Airflow logs the error
+        failure = " ".join(filter(None, [bulk_cancel_failure(outcomes, "the log of this callback"), listing_failure]))
         if failure:
             raise DLIError(failure)
-
-    def _dag_run_job_ids(self, hook: DLIHook, dag_id: str, run_id: str) -> list[str]:
-        """Every live job of the DAG run, as the jobs' owner records say: one listing per live state."""
-        from airflow_provider_dli.identity import Scope, instance_id
-        from airflow_provider_dli.owned_jobs import live_jobs_of
-
-        return [str(batch["id"]) for batch in live_jobs_of(hook, Scope(instance_id(), dag_id, run_id))]
-
-    def _dag_run_sql_job_ids(self, hook: DLIHook, dag_id: str, run_id: str) -> list[str]:
-        """Every live SQL job of the DAG run, as the jobs' owner records say: one listing per live status."""
-        from airflow_provider_dli.identity import Scope, instance_id
-        from airflow_provider_dli.owned_jobs import live_sql_jobs_of
-
-        return [str(job["id"]) for job in live_sql_jobs_of(hook, Scope(instance_id(), dag_id, run_id))]
 
     def _sql_job_ids_from_xcom(self, context: Context) -> list[str]:
         """The SQL job ids that the task (or ``source_task_id``) pushed under ``dli_sql_job_id``."""

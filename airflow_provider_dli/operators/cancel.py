@@ -58,7 +58,9 @@ class DLICancelBatchOperator(BaseOperator):
     :return: for one id, ``{"batch_id", "cancelled", "outcome", "state"}``; otherwise one
         ``{"batch_id", "outcome", "state", "error"}`` per job. When any job could not be cancelled, the task
         fails after trying all, with a short summary; every outcome is then still in XCom (``return_value``)
-        and in the task log.
+        and in the task log. A filter lists each kind on its own: when one kind's listing fails (an IAM user
+        without rights on the batch API, an outage of one API), the other kind's jobs are cancelled all the
+        same, and then the task fails, naming the kind and DLI's answer (a dry run too).
     """
 
     template_fields: Sequence[str] = ("batch_id", "queue_name", "job_name", "project_id", "dli_conn_id")
@@ -124,12 +126,12 @@ class DLICancelBatchOperator(BaseOperator):
             bulk_cancel_table,
             cancel_summary,
         )
-        from airflow_provider_dli.client.errors import DLIError
-        from airflow_provider_dli.owned_jobs import job_owner
+        from airflow_provider_dli.job_kinds import BATCH, SQL
+        from airflow_provider_dli.owned_jobs import job_owner, list_each_kind
 
         hook = self.hook
         sql_ids: list[str] = []
-        sql_listing_failed: DLIError | None = None
+        listing_failure: str | None = None
         if not self.filtered:  # never the filter's branch: a batch_id that rendered to None must not cancel all
             batch_ids = batch_id_or_ids("batch_id", self.batch_id)
             if isinstance(batch_ids, str):
@@ -141,11 +143,10 @@ class DLICancelBatchOperator(BaseOperator):
             ids = batch_ids
             owners = owners_by_id(hook, ids)
         else:
-            matching = self.matching_jobs(hook, context)
-            try:  # a failed SQL listing must not keep the run's batch jobs from being cancelled
-                sql_jobs = self.matching_sql_jobs(hook, context)
-            except DLIError as error:
-                sql_jobs, sql_listing_failed = [], error
+            listed = list_each_kind(
+                {BATCH: lambda: self.matching_jobs(hook, context), SQL: lambda: self.matching_sql_jobs(hook, context)}
+            )
+            matching, sql_jobs, listing_failure = listed.of(BATCH), listed.of(SQL), listed.failure
             self.log.info("%d live DLI batch job(s), %d SQL job(s) match the filter", len(matching), len(sql_jobs))
             for batch in matching:
                 self.log.info("  %s  %-10s  %s", batch["id"], batch["state"], batch.get("name", ""))
@@ -163,9 +164,13 @@ class DLICancelBatchOperator(BaseOperator):
                     }
                     for b in matching
                 ]
-                return batches + [
+                rows = batches + [
                     {"job_id": j["id"], "kind": "sql", "name": None, "state": j["state"]} for j in sql_jobs
                 ]
+                if listing_failure:  # a dry run that could not see every kind must not look complete
+                    self._keep_in_xcom(context, rows)
+                    raise AirflowException(f"The dry run lists only what could be listed. {listing_failure}")
+                return rows
             ids = [batch["id"] for batch in matching]
             sql_ids = [str(job["id"]) for job in sql_jobs]
             owners = [(str(job["id"]), job_owner(job)) for job in [*matching, *sql_jobs]]
@@ -174,11 +179,12 @@ class DLICancelBatchOperator(BaseOperator):
         if sql_ids:
             outcomes += hook.cancel_sql_jobs(sql_ids, max_workers=self.max_workers)
         self.log.info("%s:%s", bulk_cancel_counts(outcomes), bulk_cancel_table(outcomes))
-        failure = bulk_cancel_failure(outcomes, "the XCom return_value and the task log")
-        if sql_listing_failed is not None:
-            failure = f"{failure or ''} The run's SQL jobs could not be listed: {sql_listing_failed}".strip()
-        if (failure or self.fail_after_cancel) and (ti := context.get("ti")) is not None:
-            ti.xcom_push(key="return_value", value=outcomes)  # kept, though the task fails
+        # a listing that failed fails the task after every cancel it could send: it did not see all of its jobs
+        failure = " ".join(
+            filter(None, [bulk_cancel_failure(outcomes, "the XCom return_value and the task log"), listing_failure])
+        )
+        if failure or self.fail_after_cancel:
+            self._keep_in_xcom(context, outcomes)
         if failure:
             raise AirflowException(failure)
         if self.fail_after_cancel:
@@ -186,6 +192,12 @@ class DLICancelBatchOperator(BaseOperator):
                 f"Kill switch: {bulk_cancel_counts(outcomes)}; failing (fail_after_cancel) so that the DAG run fails"
             )
         return outcomes
+
+    @staticmethod
+    def _keep_in_xcom(context: Context, result: list[Any]) -> None:
+        """The task's result in XCom though the task fails: Airflow pushes a return value only on success."""
+        if (ti := context.get("ti")) is not None:
+            ti.xcom_push(key="return_value", value=result)
 
     def matching_sql_jobs(self, hook: DLIHook, context: Context) -> list[dict[str, Any]]:
         """With ``this_dag_run``, the run's live SQL jobs too: one listing filtered by the run's tag, matched on

@@ -39,8 +39,10 @@ class DLIOrphanSweepOperator(BaseOperator):
     :param list_only: the dry run: decide and log, cancel nothing.
     :param instance_id: whose jobs to sweep; by default this Airflow's ``[dli] instance_id``.
     :param max_workers: cancels sent at once.
-    :return: ``{"instance_id", "live_jobs", "not_ours", "kept", "orphans": [...]}``, each orphan with its
-        batch id, owner, task state, reason and outcome. The task fails after the sweep if any cancel failed.
+    :return: ``{"instance_id", "live_jobs", "not_ours", "kept", "listing_error", "orphans": [...]}``, each orphan
+        with its batch id, owner, task state, reason and outcome. The task fails after the sweep if any cancel
+        failed, or if a kind of job (batch or SQL) could not be listed (``listing_error`` names it and DLI's
+        answer; the other kind was swept all the same).
     """
 
     template_fields: Sequence[str] = ("dli_conn_id", "project_id")
@@ -110,9 +112,8 @@ class DLIOrphanSweepOperator(BaseOperator):
         if failed or report.listing_error:
             context["ti"].xcom_push(key="return_value", value=report.result())  # what it did, failed or not
             details = "; ".join(f"{verdict.batch_id}: {verdict.error}" for verdict in failed)
-            unlisted = f"The SQL jobs could not be listed: {report.listing_error}" if report.listing_error else ""
-            not_cancelled = f"{len(failed)} of {len(orphans)} orphaned DLI jobs were not cancelled: {details}. "
-            raise AirflowException(f"{not_cancelled if failed else ''}{unlisted}".strip())
+            not_cancelled = f"{len(failed)} of {len(orphans)} orphaned DLI jobs were not cancelled: {details}."
+            raise AirflowException(" ".join(filter(None, [not_cancelled if failed else "", report.listing_error])))
         return report.result()
 
     def _warn_of_the_default_instance_id(self, default: str) -> None:
