@@ -3,9 +3,9 @@
 DLI has no field to annotate a job with, and reports a cancelled batch job ``dead`` like a failed one, so a task
 whose job was cancelled by a kill switch would fail as if Spark had failed (a SQL job ends ``CANCELLED``, but
 nothing says by whom). Before it cancels, every canceller of this provider (the cancel operator, the notifier in a
-task's callback, the orphan sweeper, ``airflow dli cancel``) therefore writes the XCom ``dli_cancelled_by`` onto the
-task instance that owns the job, as the job's owner record names it. The waiting task reads its own XCom when its
-job ends ``dead`` (a SQL job ``CANCELLED``): one Task SDK call, no database connection, on any executor. A
+task's callback, the orphan sweeper, ``airflow dli cancel``) therefore writes the XCom ``dli_cancelled_by:JOB_ID``
+onto the task instance that owns the job, as the job's owner record names it. The waiting task reads its own XCom
+when its job ends ``dead`` (a SQL job ``CANCELLED``): one Task SDK call, no database connection, on any executor. A
 deferred task reads it in ``execute_complete``, on a worker: the trigger only reports the state, so the triggerer
 never needs the record (and cannot write XCom anyway). A cancel by ids reads each job's owner first: a batch job's
 from its details, a SQL job's from the tags of its status answer.
@@ -13,7 +13,10 @@ from its details, a SQL job's from the tags of its status answer.
 Why XCom of the owning task instance: the owner record says exactly which one that is, whoever cancels (another
 DAG's sweeper, a terminal); Airflow clears it when the task's next try starts (not when a deferred task resumes),
 so a record never outlives the try whose job it names; it is in the UI's XCom tab beside the job's id; and
-Airflow deletes it with the DAG run. A record carries the job's id too, which the reader checks.
+Airflow deletes it with the DAG run. One key per job, because a task instance can own two live jobs (a retry's
+takeover, a duplicate the sweeper cancels as older than the newer one) whose cancellers may write at the same
+moment: a record for one never replaces the other's, with no read-modify-write to race. A record carries the job's
+id too, which the reader checks.
 
 Written before the cancel, so that a task that sees ``dead`` a moment after the cancel finds it. Best effort: a
 record that cannot be written is logged, never a reason not to cancel. Never written from the DAG processor (a
@@ -137,7 +140,7 @@ def recorded_cancel(ti: Any, job_id: str) -> Record | None:
         return None  # not in a task: a test calling execute itself
     try:
         value = XCom.get_one(
-            key=XCOM_CANCELLED_BY, dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=ti.map_index
+            key=_key(job_id), dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=ti.map_index
         )
     except Exception:
         log.warning("Could not read who cancelled DLI job %s", job_id, exc_info=True)
@@ -217,11 +220,16 @@ def _task_sdk() -> object | None:
     return getattr(task_runner, "SUPERVISOR_COMMS", None)
 
 
+def _key(job_id: str) -> str:
+    """The XCom key of the record of one job: ``dli_cancelled_by:JOB_ID``."""
+    return f"{XCOM_CANCELLED_BY}:{job_id}"
+
+
 def _write_through_task_sdk(owner: JobOwner, record: Record) -> None:
     from airflow.sdk.execution_time.xcom import XCom
 
     XCom.set(
-        XCOM_CANCELLED_BY,
+        _key(record["job_id"]),
         record,
         dag_id=owner.dag_id,
         task_id=owner.task_id,
@@ -234,7 +242,7 @@ def _write_to_database(owner: JobOwner, record: Record) -> None:
     from airflow.models.xcom import XComModel
 
     XComModel.set(  # its own session, committed
-        key=XCOM_CANCELLED_BY,
+        key=_key(record["job_id"]),
         value=record,
         dag_id=owner.dag_id,
         task_id=owner.task_id,

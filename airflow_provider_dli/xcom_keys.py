@@ -10,8 +10,8 @@ XCOM_BATCH_ID = "dli_batch_id"
 XCOM_RETURN_VALUE = "return_value"
 """Airflow's key for what a task returns: a submit task's batch id, or ids from a task that used the hook."""
 XCOM_CANCELLED_BY = "dli_cancelled_by"
-"""The key under which a canceller of this provider records itself on the task instance that owns the job
-(:mod:`airflow_provider_dli.cancel_records`)."""
+"""The key, followed by ``:`` and the job's id, under which a canceller of this provider records itself on the task
+instance that owns the job (:mod:`airflow_provider_dli.cancel_records`)."""
 BATCH_ID_KEYS = (XCOM_BATCH_ID, XCOM_RETURN_VALUE)
 """Where a failure callback looks for a task's batch ids, in this order."""
 XCOM_SQL_JOB_ID = "dli_sql_job_id"

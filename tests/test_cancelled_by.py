@@ -20,7 +20,7 @@ from airflow_provider_dli.cancel_records import OWNER_BY_ID, ended_cancelled, en
 from airflow_provider_dli.cli import CLI_CANCELLER
 from airflow_provider_dli.emulator import DLIEmulator
 from airflow_provider_dli.hooks.dli import DLIHook
-from airflow_provider_dli.identity import OWNER_CONF_KEY, JobOwner
+from airflow_provider_dli.identity import OWNER_CONF_KEY, JobOwner, owner_of
 from airflow_provider_dli.owner_tags import owner_tags
 from tests.airflow_cli import AIRFLOW, AirflowHome
 from tests.conftest import SUBMIT_BODY, state_polls, wait_until
@@ -118,6 +118,34 @@ def test_airflow_dli_cancel_is_named_in_the_failure_of_the_task_whose_job_it_can
     assert returncode != 0, output[-3000:]
     [batch_id] = long_jobs.jobs
     assert f"DLI batch job {batch_id} ended dead because it was cancelled by {CLI_CANCELLER} at " in output
+
+
+def test_a_record_for_another_job_of_the_same_task_instance_keeps_the_waiting_jobs_record(
+    long_jobs: DLIEmulator, airflow_home: AirflowHome
+) -> None:
+    """A task instance can own two live jobs (a retry's takeover, a duplicate the sweeper cancels): a record for
+    the other one, written after the waiting job's, must not take its place."""
+    dag_id = "dli_test_cancelled_while_waiting_worker_cli_two_jobs"
+
+    def cancel_the_waiting_job_then_another_of_its_task() -> None:
+        [batch_id] = long_jobs.jobs
+        owner = owner_of(DLIHook().get_batch(batch_id))
+        assert owner is not None
+        DLIHook().submit_sql_job({**INSERT, "tags": owner_tags(owner)})
+        command = [*CLI, "cancel", dag_id, run_id_of(airflow_home, dag_id)]  # records batch jobs, then SQL jobs
+        env = airflow_home.env(TEST_DAGS, long_jobs)
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+        assert "Cancelled 2 DLI jobs" in result.stdout, result.stdout
+
+    returncode, output = run_while_waiting(
+        airflow_home, dag_id, long_jobs, cancel_the_waiting_job_then_another_of_its_task
+    )
+    assert returncode != 0, output[-3000:]
+    [batch_id] = long_jobs.jobs
+    assert f"DLI batch job {batch_id} ended dead because it was cancelled by {CLI_CANCELLER} at " in output, output[
+        -3000:
+    ]
 
 
 def test_a_job_cancelled_outside_says_so(long_jobs: DLIEmulator, airflow_home: AirflowHome) -> None:

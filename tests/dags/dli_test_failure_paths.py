@@ -162,8 +162,9 @@ for mode in ("poke", "reschedule"):  # a sensor that is not deferrable, in each 
         )
 
 # Who cancelled a waited-for job: the task's failure names the kill switch (run beside it by ``airflow tasks
-# test`` while the submit task waits, as a scheduler would run it beside a failing sibling), or the CLI.
-for waits, deferrable in (("worker", False), ("deferred", True), ("worker_cli", False)):
+# test`` while the submit task waits, as a scheduler would run it beside a failing sibling), or the CLI (which also
+# cancels another job of the same task instance).
+for waits, deferrable in (("worker", False), ("deferred", True), ("worker_cli", False), ("worker_cli_two_jobs", False)):
     with DAG(f"dli_test_cancelled_while_waiting_{waits}", schedule=None, catchup=False):
         from airflow_provider_dli.operators.dli import DLICancelBatchOperator
 
