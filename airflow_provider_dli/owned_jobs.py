@@ -252,15 +252,25 @@ def list_each_kind(listings: Mapping[JobKind, Listing]) -> Listed:
     """Each kind's jobs, from each kind's own listing. A listing that DLI refuses or that fails (an IAM user with
     rights on SQL jobs alone gets 403 from the batch API; one API is down) is logged and kept in
     :attr:`Listed.unlisted`, and the next kind is listed all the same: a caller acts on every job it could see,
-    then reports what it could not see. The one rule of every tool that lists both kinds."""
+    then reports what it could not see. The one rule of every tool that lists both kinds. Credentials that DLI
+    refused (401) are not sent again for the next kind: the same ones sign every listing, and each refusal counts
+    towards the gateway's lock of the access key (as a bulk cancel stops at a 401)."""
     jobs: dict[JobKind, list[dict[str, Any]]] = {}
     unlisted: dict[JobKind, DLIError] = {}
+    refused_credentials: DLIError | None = None
     for kind, listing in listings.items():
+        if refused_credentials is not None:
+            jobs[kind], unlisted[kind] = [], refused_credentials
+            continue
         try:
             jobs[kind] = list(listing())
         except DLIError as error:
             log.error("The %ss could not be listed (the other kinds' are listed all the same): %s", kind.noun, error)
             jobs[kind], unlisted[kind] = [], error
+            if error.answer.locks_key:
+                refused_credentials = DLIError(
+                    f"not asked, since DLI refused the credentials when listing the {kind.noun}s", answer=error.answer
+                )
     return Listed(jobs, unlisted)
 
 

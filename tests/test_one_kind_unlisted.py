@@ -133,3 +133,15 @@ def test_the_cli_cancels_the_kind_it_could_list_then_exits_non_zero(
     assert re.search(rf"{jobs[other(unlisted)]}\s+{other(unlisted)}\s+cancelled", cancelled.stdout)
     assert UNLISTED[unlisted] in cancelled.stderr
     assert_only_the_listed_kind_cancelled(dli_connection, jobs, unlisted)
+
+
+def test_refused_credentials_are_not_sent_again_for_the_other_kind(dli_connection: DLIEmulator) -> None:
+    """A 401 counts towards the gateway's lock of the access key, and the same key signs both listings."""
+    run_jobs(dli_connection)
+    dli_connection.add_fault(LISTINGS["batch"], method="GET", status=401, times=None)
+    with pytest.raises(Exception, match=re.escape(UNLISTED["batch"])) as raised:
+        kill_switch(DAG, RUN)
+    assert "HTTP 401" in str(raised.value)
+    assert "The DLI SQL jobs could not be listed: not asked, since DLI refused the credentials" in str(raised.value)
+    assert [r.path for r in dli_connection.request_log if r.method == "GET" and r.path.endswith("/jobs")] == []
+    assert dli_connection.cancel_events == []
