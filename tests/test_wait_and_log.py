@@ -89,6 +89,19 @@ def test_the_sensor_tolerates_a_passing_oddity_then_fails(dli_connection: DLIEmu
         sensor.poke({})
 
 
+def test_a_rescheduled_sensor_counts_unknown_states_within_its_poke(dli_connection: DLIEmulator) -> None:
+    """In ``reschedule`` mode each poke is a new sensor object in a new process, which would count from zero at
+    every poke and poll a job in an undocumented state until its timeout: the poke reads again in place."""
+    batch_id = submit()
+    answer_state(dli_connection, "unknown", times=UNKNOWN_STATE_POLLS - 1)  # a passing oddity, then 'starting'
+    assert DLIBatchSensor(task_id="watch", batch_id=batch_id, mode="reschedule", poke_interval=0.01).poke({}) is False
+    assert state_polls(dli_connection) == UNKNOWN_STATE_POLLS
+    answer_state(dli_connection, "FAILED")
+    rescheduled = DLIBatchSensor(task_id="watch", batch_id=batch_id, mode="reschedule", poke_interval=0.01)
+    with pytest.raises(AirflowException, match=f"state 'failed'.* {UNKNOWN_STATE_POLLS} polls in a row"):
+        rescheduled.poke({})
+
+
 # Item: the log is best effort, and the last driver's
 
 

@@ -41,7 +41,8 @@ class DLIBatchSensor(BaseSensorOperator):
     remembers nothing of the poke before: Airflow clears the task's XCom at each reschedule, and the task state
     store is Airflow 3.3+ only. So a poke in ``reschedule`` mode that meets an outage waits it out in place,
     reading the state every ``poke_interval`` (holding its worker slot for the outage, at most
-    ``outage_tolerance``), rather than reschedule and forget it.
+    ``outage_tolerance``), rather than reschedule and forget it; and one that reads a state outside the
+    documented ones reads again in place the same way, until a documented state or the error.
     """
 
     template_fields: Sequence[str] = ("batch_id", "dli_conn_id", "project_id")
@@ -84,13 +85,20 @@ class DLIBatchSensor(BaseSensorOperator):
         return Outage(self.outage_tolerance)
 
     def poke(self, context: Context) -> bool:
-        state = self._read_state()
-        if state is None:
-            return False
-        self.log.info("DLI batch job %s is %s", self.batch_id, state)
-        if problem := self._unknown_states.check(state):
-            raise AirflowException(problem)
-        return self._ended(state)
+        """In ``reschedule`` mode, a state outside the documented ones is read again here, ``poke_interval``
+        apart: the next poke, a new process, would count such states from zero and poll the job until the
+        sensor's ``timeout``. It holds the worker slot for two ``poke_interval`` at most (the third such read
+        in a row is the error)."""
+        while True:
+            state = self._read_state()
+            if state is None:
+                return False
+            self.log.info("DLI batch job %s is %s", self.batch_id, state)
+            if problem := self._unknown_states.check(state):
+                raise AirflowException(problem)
+            if not (self.reschedule and self._unknown_states.seen):
+                return self._ended(state)
+            time.sleep(self.poke_interval)
 
     def _read_state(self) -> str | None:
         """The job's state; None after a failed read that the wait goes on through (judged as the trigger's and
