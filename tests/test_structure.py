@@ -83,7 +83,7 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_graph_sees_the_imports_a_reader_follows() -> None:
     """The graph itself: a function-level import, a TYPE_CHECKING one and a package's re-export all count."""
     graph = import_graph()
-    assert f"{PACKAGE}.hooks.dli" in graph[f"{PACKAGE}.operators.batch"]  # only inside functions and TYPE_CHECKING
+    assert f"{PACKAGE}.hooks.dli" in graph[f"{PACKAGE}.operators.lifecycle"]  # only inside functions and TYPE_CHECKING
     assert f"{PACKAGE}.emulator.server" in graph[f"{PACKAGE}.emulator"]
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 

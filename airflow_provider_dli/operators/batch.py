@@ -6,17 +6,13 @@ processor imports operator modules on every parse.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
-from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
-from airflow_provider_dli import metrics
-from airflow_provider_dli._compat import AirflowFailException, ResumableJobMixin, conf
+from airflow_provider_dli._compat import AirflowFailException, conf
+from airflow_provider_dli.job_kinds import BATCH
 from airflow_provider_dli.operators.arguments import (
     CONNECTION_FIELDS,
     Check,
@@ -28,23 +24,16 @@ from airflow_provider_dli.operators.arguments import (
     spark_sc_type,
     string_list,
     string_mapping,
-    task_hook,
 )
-from airflow_provider_dli.states import LIVE_STATES, OUTAGE_TOLERANCE, TERMINAL_STATES, Outage, UnknownStates
+from airflow_provider_dli.operators.lifecycle import DLIJobOperator, outage_tolerance_seconds
 from airflow_provider_dli.validation import non_empty_text
 from airflow_provider_dli.xcom_keys import XCOM_BATCH_ID
 
 if TYPE_CHECKING:
+    from datetime import timedelta
+
     from airflow.sdk import Context
 
-    from airflow_provider_dli.hooks.dli import DLIHook
-    from airflow_provider_dli.identity import JobOwner
-
-# SIGTERM gives a task 5 s before SIGKILL: the cancel in on_kill must fit in that whatever the server does
-# (an attempt ends after connect + read timeouts in all; every request of the call ends within the deadline).
-ON_KILL_HOOK_OPTIONS: dict[str, Any] = {"timeout": (1.0, 2.0), "retry_limit": 0, "deadline": 4.0}
-ON_KILL_SETTLE_TIMEOUT = 1.0
-"""Seconds on_kill re-reads the state after a refused cancel (an earlier cancel may be under way)."""
 
 # (parameter, create-job API field, check): the request body, in the order DLI documents it. The checks run
 # when the DAG file is parsed for the values known then, and on the rendered values before the request.
@@ -69,23 +58,7 @@ BODY_FIELDS: tuple[tuple[str, str | None, Check], ...] = (
 )
 
 
-def outage_tolerance_seconds(value: object) -> float:
-    """A task's ``outage_tolerance`` in seconds; None: ``[dli] outage_tolerance``, else the default."""
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if value is not None:
-        return positive_seconds("outage_tolerance", value)
-    configured = conf.get("dli", "outage_tolerance", fallback="").strip()
-    try:
-        return positive_seconds("outage_tolerance", float(configured)) if configured else OUTAGE_TOLERANCE
-    except ValueError:
-        raise ValueError(
-            "Airflow's option [dli] outage_tolerance (AIRFLOW__DLI__OUTAGE_TOLERANCE) must be a number of "
-            f"seconds > 0; got {configured!r}"
-        ) from None
-
-
-class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
+class DLISubmitBatchOperator(DLIJobOperator):
     """Submit a Spark batch job to DLI and, by default, wait until it ends.
 
     The job's id is pushed to XCom (key ``dli_batch_id``) as soon as DLI accepts the job, before any
@@ -151,6 +124,9 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
     template_fields_renderers: ClassVar[dict[str, str]] = {"conf": "json", "extra_body": "json"}
     ui_color = "#a6c8f4"
     external_id_key = XCOM_BATCH_ID
+    kind = BATCH
+    what = "job"
+    state_word = "state"
 
     def __init__(
         self,
@@ -217,19 +193,13 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         self.log_tail_lines = positive_int("log_tail_lines", log_tail_lines)
         self.openlineage_inject_parent_job_info = openlineage_inject_parent_job_info
         self.openlineage_inject_transport_info = openlineage_inject_transport_info
-        self.batch_id: str | None = None
+        self.job_id: str | None = None
         self.taken_over = False
-        """This try adopted an earlier try's job (rather than submitting its own)."""
         self.waiting_since: float | None = None
-        """Epoch seconds this try got its job: the wait's lines say how long it has waited since."""
         for field in ("file", "class_name"):
             if getattr(self, field) is None:  # required: check_at_parse passes over None
                 non_empty_text(field, None)
         check_at_parse(self, {field: check for field, _, check in BODY_FIELDS} | CONNECTION_FIELDS)
-
-    @cached_property
-    def hook(self) -> DLIHook:
-        return task_hook(self)
 
     def batch_body(self, context: Context) -> dict[str, Any]:
         """The create-job request from the rendered parameters; a ValueError names any bad one."""
@@ -272,240 +242,46 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
             raise ValueError(f"conf[{OWNER_CONF_KEY!r}] is set by the operator, to record the job's owner")
         return {OWNER_CONF_KEY: self._owner(context).conf_value()}
 
-    def _owner(self, context: Context) -> JobOwner:
-        from airflow_provider_dli.identity import JobOwner, first_try, instance_id
+    @property
+    def batch_id(self) -> str | None:
+        """This try's job (``job_id``, as the other DLI operators name it)."""
+        return self.job_id
 
-        ti = context["ti"]
-        return JobOwner(
-            instance=instance_id(),
-            dag_id=ti.dag_id,
-            run_id=ti.run_id,
-            task_id=ti.task_id,
-            map_index=ti.map_index if ti.map_index is not None else -1,
-            try_number=ti.try_number,
-            wait=bool(self.wait_for_completion),
-            first_try=first_try(ti.try_number, getattr(ti, "max_tries", None), self.retries or 0),
-            ti_id=str(getattr(ti, "id", "") or ""),
-        )
+    @batch_id.setter
+    def batch_id(self, batch_id: str | None) -> None:
+        self.job_id = batch_id
 
     def execute(self, context: Context) -> Any:
         from airflow_provider_dli.progress import progress_log_interval
 
-        self.batch_id = None  # per try: an in-process retry may reuse this instance
-        self.taken_over = False
+        self._start_try()
         progress_log_interval()  # a bad [dli] option fails the task before it submits, not while it waits
         if not self.wait_for_completion:
             return self.submit_job(context)
         if self.deferrable:
-            return self._submit_and_defer(context)
-        owner, store = self._owner(context), context.get("task_state_store")
-        if store is not None and owner.try_number > 1 and owner.first_try == owner.try_number:
-            # A person cleared the task: run its job again, not the job Airflow 3.3 remembers from before.
-            store.delete(self.external_id_key)
+            self._defer_on(self.submit_job(context))
         # Airflow 3.3's mixin returns poll_until_complete's None when a retry reconnects: the batch id still.
-        return self.execute_resumable(context) or self.batch_id
+        return self._wait_resumably(context) or self.job_id
 
-    # ResumableJobMixin: how to submit, check and wait for one job
+    # DLIJobOperator: what a batch job is
 
-    def submit_job(self, context: Context) -> str:
-        """Submit the job, or take over the one this task instance already has: at most one job per try.
+    def _request_body(self, context: Context) -> dict[str, Any]:
+        return self.batch_body(context)
 
-        Whose job it is, the owner record says (:func:`~airflow_provider_dli.identity.belongs_to`), never the
-        name. A retry first looks for the newest job of the earlier tries since the task's first try (a person's
-        clear starts anew): one still live is adopted, one that succeeded is this task's success, and after one
-        that failed or was cancelled the retry submits anew. After a create whose answer may hide a job (no
-        answer, a reset, a server error, an answer that cannot be read), this try's job is looked for.
-        """
-        from airflow_provider_dli.client.errors import DLIError
+    def _send(self, body: dict[str, Any]) -> str:
+        return str(self.hook.create_batch(body)["id"])
 
-        body = self.batch_body(context)
-        owner = self._owner(context)
-        batch_id = self._earlier_tries_job(body["name"], owner, context) if owner.try_number > owner.first_try else None
-        if batch_id is None:
-            try:
-                batch_id = str(self.hook.create_batch(body)["id"])
-                metrics.count("dli.batch.submitted")
-            except DLIError as lost:
-                if not lost.answer.may_have_acted:
-                    raise  # refused, or never sent: DLI created nothing
-                batch_id = self._this_tries_job(body["name"], owner, context, lost)
-        self._remember(batch_id, context)
-        return batch_id
+    def _search_name(self, body: dict[str, Any]) -> str:
+        return str(body["name"])
 
-    def _earlier_tries_job(self, name: str, owner: JobOwner, context: Context) -> str | None:
-        """The newest job of the earlier tries, to take over, unless it failed; older live ones are cancelled."""
-        from airflow_provider_dli.exceptions import DLIError
-        from airflow_provider_dli.job_kinds import BATCH
-        from airflow_provider_dli.owned_jobs import search_floor, take_over, tries_jobs
+    def _before_submitting_anew(self, job_id: str, state: str) -> None:
+        self._copy_log_tail(job_id, state)
 
-        earlier = range(owner.first_try, owner.try_number)
-        try:
-            found = tries_jobs(self.hook, owner, earlier, name=name, since_ms=search_floor(context.get("dag_run")))
-        except DLIError as error:
-            raise DLIError(
-                f"The jobs of this task's earlier tries could not be looked for ({error}), so no job was submitted, "
-                "lest it run twice: a retry looks for them again"
-            ) from error
-        taken = take_over(found, BATCH)
-        if taken is None:
-            if found:
-                batch_id, state = found[0][0]["id"], found[0][0]["state"]
-                self.log.info("The earlier try's DLI batch job %s ended %s: submitting the job anew", batch_id, state)
-            return None
-        newest, newest_owner, duplicates = taken
-        batch_id, state = str(newest["id"]), newest["state"]
-        self.log.info("Adopting DLI batch job %s (%s), submitted by try %d", batch_id, state, newest_owner.try_number)
-        if duplicates:
-            self.log.warning("Cancelling %d older live job(s) of this task instance: %s", len(duplicates), duplicates)
-            from airflow_provider_dli.client.cancels import bulk_cancel_counts
-
-            self.log.info("%s", bulk_cancel_counts(self.hook.cancel_batches(duplicates)))
-        metrics.count("dli.batch.adopted")
-        self.taken_over = True
-        return batch_id
-
-    def _this_tries_job(self, name: str, owner: JobOwner, context: Context, lost: Exception) -> str:
-        from airflow_provider_dli.exceptions import DLIError
-        from airflow_provider_dli.owned_jobs import search_floor, tries_jobs
-
-        self.log.warning("DLI may have created the job although its answer said otherwise (%s): looking for it", lost)
-        try:
-            this_try = range(owner.try_number, owner.try_number + 1)
-            found = tries_jobs(self.hook, owner, this_try, name=name, since_ms=search_floor(context.get("dag_run")))
-        except DLIError as listing:
-            raise DLIError(
-                f"{lost}. DLI may have created the job anyway, named {name!r}; it could not be looked for "
-                f"({listing}): a retry looks for it before submitting"
-            ) from lost
-        if not found:
-            raise DLIError(f"{lost}. No job of this try was found at DLI, so none was adopted") from lost
-        batch_id = str(found[0][0]["id"])
-        self.log.info("Adopting DLI batch job %s (%s), created by this try", batch_id, name)
-        metrics.count("dli.batch.adopted")
-        return batch_id
-
-    def get_job_status(self, external_id: Any, context: Context) -> str:
-        return self.hook.get_batch_state(str(external_id))
-
-    def is_job_active(self, status: str) -> bool:
-        return status in LIVE_STATES
-
-    def is_job_succeeded(self, status: str) -> bool:
-        return status == "success"
-
-    def poll_until_complete(self, external_id: Any, context: Context) -> None:
-        batch_id = str(external_id)
-        if self.batch_id != batch_id:  # reconnected on a retry: this try's XCom is empty
-            self.log.info("Reconnecting to DLI batch job %s submitted by an earlier try", batch_id)
-            self._remember(batch_id, context)
-            self.taken_over = True
-        state = self._wait(batch_id)
-        if state == "dead" and self.taken_over:
-            batch_id = self._submit_anew(batch_id, context)
-            if (store := context.get("task_state_store")) is not None:
-                store.set(self.external_id_key, batch_id)  # a later retry reconnects to this one
-            state = self._wait(batch_id)
-        self._finish(batch_id, state, context)
-
-    def _wait(self, batch_id: str) -> str:
-        from airflow_provider_dli.progress import WaitProgress
-
-        unknown, outage = UnknownStates(batch_id), Outage(self.outage_tolerance)
-        progress = WaitProgress(batch_id, since=self.waiting_since)
-        while (state := self._poll(batch_id, outage)) not in TERMINAL_STATES:
-            if state is not None and (line := progress.line(state)):
-                self.log.info("%s", line)
-            if state is not None and (problem := unknown.check(state)):
-                self._cancel_before_failing(batch_id)
-                raise AirflowException(problem + "; it was cancelled")
-            time.sleep(self.poll_interval)
-        return state
-
-    def _submit_anew(self, dead_batch_id: str, context: Context) -> str:
-        """A retry that took over an earlier try's job which then ended ``dead`` (it failed, or the earlier try
-        was cancelling it) runs the job again, as a retry that found it dead would have."""
-        self.log.warning(
-            "DLI batch job %s, taken over from an earlier try, ended dead: this retry submits the job anew",
-            dead_batch_id,
-        )
-        self._copy_log_tail(dead_batch_id, "dead")
-        self.taken_over = False
-        return self.submit_job(context)
-
-    def _poll(self, batch_id: str, outage: Outage) -> str | None:
-        """The job's state; None after a failed poll that the wait goes on through (as the trigger's does)."""
-        from airflow_provider_dli.client.errors import DLIError
-
-        try:
-            state = self.hook.get_batch_state(batch_id)
-        except DLIError as error:
-            if not outage.tolerate(error):
-                raise
-            metrics.count("dli.poll.failed")
-            self.log.warning(
-                "Could not read the state of DLI batch job %s (%s): %s", batch_id, outage.describe(), error
-            )
-            return None
-        outage.answered()
-        return state
+    def _completed(self, job_id: str, state: str) -> str:
+        return job_id
 
     def get_job_result(self, external_id: Any, context: Context) -> str:
         return str(external_id)
-
-    # Deferrable waiting
-
-    def _submit_and_defer(self, context: Context) -> NoReturn:
-        self._defer_on(self.submit_job(context))
-
-    def _defer_on(self, batch_id: str) -> NoReturn:
-        from airflow_provider_dli.triggers.dli import DLIBatchTrigger
-
-        deadline = None
-        backstop: timedelta | None = None
-        if self.execution_timeout is not None:
-            # The trigger cancels the job at the deadline; Airflow's own deferral timeout, which would end
-            # the wait without cancelling, is only a backstop a minute later.
-            deadline = time.time() + self.execution_timeout.total_seconds()
-            backstop = self.execution_timeout + timedelta(minutes=1)
-        self.defer(
-            trigger=DLIBatchTrigger(
-                batch_id=batch_id,
-                dli_conn_id=self.dli_conn_id,
-                project_id=self.project_id,
-                poll_interval=self.poll_interval,
-                deadline=deadline,
-                outage_tolerance=self.outage_tolerance,
-                caller=f"{self.dag_id}.{self.task_id}",
-                waiting_since=self.waiting_since,
-            ),
-            method_name="execute_complete",
-            kwargs={"taken_over": self.taken_over},
-            timeout=backstop,
-        )
-
-    def execute_complete(self, context: Context, event: dict[str, Any], taken_over: bool = False) -> str:
-        batch_id = str(event["batch_id"])
-        self.batch_id = batch_id
-        status = event["status"]
-        if status == "timeout":
-            raise AirflowException(
-                f"DLI batch job {batch_id} did not finish within execution_timeout "
-                f"({self.execution_timeout}); it was cancelled"
-            )
-        if status == "error":
-            self._cancel_before_failing(batch_id)  # the job must not outlive the task
-            raise AirflowException(f"Lost track of DLI batch job {batch_id}, so it was cancelled: {event['message']}")
-        if status == "dead" and taken_over:
-            self._defer_on(self._submit_anew(batch_id, context))
-        self._finish(batch_id, status, context)
-        return batch_id
-
-    # Shared
-
-    def _remember(self, batch_id: str, context: Context) -> None:
-        self.batch_id = batch_id
-        self.waiting_since = time.time()
-        context["ti"].xcom_push(key=XCOM_BATCH_ID, value=batch_id)
 
     def _finish(self, batch_id: str, state: str, context: Context) -> None:
         """Copy the job's last log lines into the task log; fail the task if the job ended ``dead``, saying why:
@@ -545,24 +321,3 @@ class DLISubmitBatchOperator(ResumableJobMixin, BaseOperator):
         for line in lines:
             self.log.info("  %s", line)
         return lines
-
-    def _cancel_before_failing(self, batch_id: str) -> None:
-        from airflow_provider_dli.client.cancels import cancel_summary
-
-        try:
-            self.log.info("%s", cancel_summary(self.hook.cancel_batch(batch_id)))
-        except Exception:
-            self.log.exception("Could not cancel DLI batch job %s", batch_id)
-
-    def on_kill(self) -> None:
-        """SIGTERM or execution_timeout: cancel the job within the 5 s before SIGKILL."""
-        if self.batch_id is None:
-            return
-        from airflow_provider_dli.client.cancels import cancel_summary
-
-        self.log.warning("Task killed: cancelling DLI batch job %s", self.batch_id)
-        try:
-            hook = task_hook(self, **ON_KILL_HOOK_OPTIONS)
-            self.log.info("%s", cancel_summary(hook.cancel_batch(self.batch_id, settle_timeout=ON_KILL_SETTLE_TIMEOUT)))
-        except Exception:
-            self.log.exception("Could not cancel DLI batch job %s", self.batch_id)

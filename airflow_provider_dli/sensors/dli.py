@@ -14,7 +14,7 @@ from airflow.sdk.exceptions import AirflowException
 from airflow_provider_dli import metrics
 from airflow_provider_dli._compat import AirflowFailException, conf
 from airflow_provider_dli.operators.arguments import CONNECTION_FIELDS, check_at_parse, one_batch_id, task_hook
-from airflow_provider_dli.operators.batch import outage_tolerance_seconds
+from airflow_provider_dli.operators.lifecycle import outage_tolerance_seconds
 from airflow_provider_dli.states import TERMINAL_STATES, Outage, UnknownStates
 
 if TYPE_CHECKING:
