@@ -137,16 +137,18 @@ def tries_jobs(
     return jobs_of(hook, scope, name=name, since_ms=since_ms)
 
 
-def take_over(found: Found, kind: JobKind) -> tuple[dict[str, Any], JobOwner, list[str]] | None:
-    """What a retry does with its earlier tries' jobs (newest first): it takes the newest over, with the older
-    live ones to cancel, when that one is live (the retry waits for it) or succeeded (the retry succeeds with
-    it); None when there is none, or it failed or was cancelled (the retry submits the job anew)."""
+def take_over(found: Found, kind: JobKind) -> tuple[tuple[dict[str, Any], JobOwner] | None, list[str]]:
+    """What a retry does with its earlier tries' jobs (newest first): the job it takes over, and the older live
+    ones it cancels (one task instance never keeps two jobs running). It takes the newest over when that one is
+    live (the retry waits for it) or succeeded (the retry succeeds with it); none when there is none, or the
+    newest failed or was cancelled (the retry submits the job anew, and still cancels the older live ones)."""
     if not found:
-        return None
+        return None, []
     (newest, owner), older = found[0], found[1:]
+    older_live = [str(job["id"]) for job, _ in older if job["state"] in kind.live]
     if newest["state"] not in kind.live and newest["state"] != kind.succeeded:
-        return None
-    return newest, owner, [str(job["id"]) for job, _ in older if job["state"] in kind.live]
+        return None, older_live
+    return (newest, owner), older_live
 
 
 # SQL jobs

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from airflow_provider_dli.emulator import DLIEmulator
+from airflow_provider_dli.hooks.dli import DLIHook
 from airflow_provider_dli.identity import owner_of
 from airflow_provider_dli.notifications.dli import DLICancelBatchNotifier
 from airflow_provider_dli.operators.dli import (
@@ -421,6 +422,24 @@ def test_sweeper_keeps_a_job_that_the_retry_takes_over(dli: DLIEmulator, deploym
     result = sweep(RecordedAirflow({"nightly": {RUN: {"submit": "up_for_retry"}}}))
     assert result["orphans"] == []
     assert dli.state_of(batch_id) == "starting"
+
+
+def test_a_retry_after_a_failed_job_cancels_the_older_live_ones(dli: DLIEmulator, deployment: Any) -> None:
+    """Try 1's job still runs, try 2's (submitted beside it: its look-up missed try 1's) failed: try 3 submits anew
+    and cancels try 1's, rather than leave it running for the sweeper."""
+    deployment("prod")
+    older, _ = submit("nightly", RUN, retries=2)
+    second_try = TaskInstance("nightly", RUN, try_number=2, max_tries=2)
+    task = DLISubmitBatchOperator(
+        task_id="submit", file=SUBMIT_BODY["file"], class_name=SUBMIT_BODY["className"], retries=2
+    )
+    newest = str(DLIHook().create_batch(task.batch_body(context(second_try)))["id"])
+    dli.finish(newest, "dead")
+    retry, _ = submit("nightly", RUN, try_number=3, retries=2)
+    assert retry not in (older, newest)
+    assert cancelled(dli) == {older}
+    assert dli.state_of(older) == "dead"
+    assert dli.state_of(retry) == "starting"
 
 
 def test_deployments_on_the_default_instance_id_never_sweep_each_others_runs(dli: DLIEmulator, deployment: Any) -> None:

@@ -416,6 +416,24 @@ def test_a_retry_takes_its_earlier_sql_job_over_unless_it_failed(
     assert len(long_jobs.sql_jobs) == (1 if adopted else 2)
 
 
+@pytest.mark.parametrize("newest_status", ["FAILED", "CANCELLED"])
+def test_a_sql_retry_after_a_failed_job_cancels_the_older_live_ones(long_jobs: DLIEmulator, newest_status: str) -> None:
+    """Try 1's job still runs, try 2's (submitted beside it: its look-up missed try 1's) failed or was cancelled:
+    try 3 submits anew and cancels try 1's, rather than leave it running for the sweeper."""
+    older = sql_try(TaskInstance("nightly", RUN, "insert", max_tries=2), retries=2)
+    task = DLISqlJobOperator(task_id="insert", sql=INSERT["sql"], queue_name=INSERT["queue_name"], retries=2)
+    second_try = TaskInstance("nightly", RUN, "insert", try_number=2, max_tries=2)
+    newest = str(DLIHook().submit_sql_job(task.job_body(context(second_try)))["job_id"])
+    if newest_status == "CANCELLED":
+        DLIHook().cancel_sql_job(newest)
+    else:
+        long_jobs.finish(newest, newest_status)
+    retry = sql_try(TaskInstance("nightly", RUN, "insert", try_number=3, max_tries=2), retries=2)
+    assert retry not in (older, newest)
+    assert long_jobs.state_of(older) == "CANCELLED"
+    assert long_jobs.state_of(retry) in {"LAUNCHING", "RUNNING"}
+
+
 def test_a_sql_retry_adopts_only_its_own_task_instances_job(
     long_jobs: DLIEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

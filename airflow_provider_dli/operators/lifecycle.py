@@ -59,8 +59,9 @@ class DLIJobOperator(ResumableJobMixin, BaseOperator):
 
     A retry takes over the newest job of its earlier tries (:func:`~airflow_provider_dli.owned_jobs.take_over`;
     on Airflow 3.3+ it reconnects through ``task_state_store``): live, it waits for it; succeeded, it succeeds with
-    it; failed or cancelled, it submits anew. A taken-over job that then fails or is cancelled is submitted anew
-    too. After a submit whose answer may hide a job, this try's job is looked for and adopted.
+    it; failed or cancelled, it submits anew (and cancels the older live ones either way). A taken-over job that
+    then fails or is cancelled is submitted anew too. After a submit whose answer may hide a job, this try's job
+    is looked for and adopted.
     """
 
     kind: ClassVar[JobKind]
@@ -170,7 +171,8 @@ class DLIJobOperator(ResumableJobMixin, BaseOperator):
         return job_id
 
     def _earlier_tries_job(self, name: str, owner: JobOwner, context: Context) -> str | None:
-        """The newest job of the earlier tries, to take over, unless it failed; older live ones are cancelled."""
+        """The newest job of the earlier tries, to take over, unless it failed or was cancelled; the older live ones
+        are cancelled either way."""
         from airflow_provider_dli.exceptions import DLIError
         from airflow_provider_dli.owned_jobs import search_floor, take_over, tries_jobs
 
@@ -183,28 +185,31 @@ class DLIJobOperator(ResumableJobMixin, BaseOperator):
                 f"The {self.what}s of this task's earlier tries could not be looked for ({error}), so no job was "
                 "submitted, lest it run twice: a retry looks for them again"
             ) from error
-        taken = take_over(found, self.kind)
-        if taken is None:
-            if found:
-                job_id, state = found[0][0]["id"], found[0][0]["state"]
-                noun = self.kind.noun
-                self.log.info("The earlier try's %s %s ended %s: submitting the job anew", noun, job_id, state)
-            return None
-        newest, newest_owner, duplicates = taken
-        job_id = str(newest["id"])
-        self.log.info(
-            "Adopting %s %s (%s), submitted by try %d", self.kind.noun, job_id, newest["state"], newest_owner.try_number
-        )
-        if duplicates:
+        adopted, older_live = take_over(found, self.kind)
+        if adopted is None and found:
+            job_id, state = found[0][0]["id"], found[0][0]["state"]
+            self.log.info("The earlier try's %s %s ended %s: submitting the job anew", self.kind.noun, job_id, state)
+        if adopted is not None:
+            newest, newest_owner = adopted
+            self.log.info(
+                "Adopting %s %s (%s), submitted by try %d",
+                self.kind.noun,
+                newest["id"],
+                newest["state"],
+                newest_owner.try_number,
+            )
+        if older_live:
             from airflow_provider_dli.client.cancels import bulk_cancel_counts
 
             self.log.warning(
-                "Cancelling %d older live %s(s) of this task instance: %s", len(duplicates), self.what, duplicates
+                "Cancelling %d older live %s(s) of this task instance: %s", len(older_live), self.what, older_live
             )
-            self.log.info("%s", bulk_cancel_counts(getattr(self.hook, self.kind.cancel_many)(duplicates)))
+            self.log.info("%s", bulk_cancel_counts(getattr(self.hook, self.kind.cancel_many)(older_live)))
+        if adopted is None:
+            return None
         metrics.count(f"dli.{self.kind.name}.adopted")
         self.taken_over = True
-        return job_id
+        return str(adopted[0]["id"])
 
     def _this_tries_job(self, name: str, owner: JobOwner, context: Context, lost: Exception) -> str:
         from airflow_provider_dli.exceptions import DLIError
