@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -158,6 +159,83 @@ def test_a_job_cancelled_outside_says_so(long_jobs: DLIEmulator, airflow_home: A
     [batch_id] = long_jobs.jobs
     assert f"DLI batch job {batch_id} ended dead: it was cancelled outside this DAG run" in output
     assert "its driver log says: WARN SparkContext: application killed by a cancel request" in output
+
+
+TAKEN_OVER = "dli_test_taken_over_then_cancelled_by_{}"
+"""Its first try fails on a refused state poll, its job still running; the retry takes the job over and waits."""
+
+
+def run_taken_over(
+    home: AirflowHome, dag_id: str, emulator: DLIEmulator, meanwhile: Callable[[], None]
+) -> tuple[int, str]:
+    """``dags test`` of a :data:`TAKEN_OVER` DAG until its retry waits on the job it took over, then
+    ``meanwhile()``."""
+    refused = emulator.add_fault(r".*/state", method="GET", status=400, times=1)  # the first try's first poll
+    returncode, output = run_while_waiting(home, dag_id, emulator, meanwhile)  # an answered poll: the retry's
+    assert refused.hits == 1
+    assert "Reconnecting to DLI batch job" in output or "Adopting DLI batch job" in output, output[-3000:]
+    return returncode, output
+
+
+def test_a_retry_that_took_its_job_over_keeps_the_kill_switchs_cancel(
+    long_jobs: DLIEmulator, airflow_home: AirflowHome
+) -> None:
+    """The kill switch cancelled the job the retry waits on: the retry fails naming it, and runs no job again."""
+    dag_id = TAKEN_OVER.format("kill_switch")
+
+    def kill_switch() -> None:
+        run_id = run_id_of(airflow_home, dag_id)
+        airflow_home.run("tasks", "test", dag_id, "kill_switch", run_id, dags_folder=TEST_DAGS, emulator=long_jobs)
+
+    returncode, output = run_taken_over(airflow_home, dag_id, long_jobs, kill_switch)
+    assert returncode != 0, output[-3000:]
+    [batch_id] = long_jobs.jobs  # not submitted anew: that would undo the kill switch's cancel
+    assert (
+        f"DLI batch job {batch_id} ended dead because it was cancelled by the kill switch (DLICancelBatchOperator "
+        f"with this_dag_run=True) in task kill_switch of DAG {dag_id}, run {run_id_of(airflow_home, dag_id)}"
+    ) in output, output[-3000:]
+    assert "this retry submits the job anew" not in output
+
+
+LATE_CALLBACK = """
+import sys
+from types import SimpleNamespace
+
+from airflow_provider_dli.cancel_records import canceller, record_cancels, write_to_the_database
+from airflow_provider_dli.hooks.dli import DLIHook
+from airflow_provider_dli.identity import owner_of
+
+batch_id, dag_id, run_id = sys.argv[1:]
+hook = DLIHook()
+write_to_the_database()
+first_try = SimpleNamespace(dag_id=dag_id, run_id=run_id, task_id="submit", map_index=-1)
+by = canceller(first_try, "the DLICancelBatchNotifier callback")
+record_cancels([(batch_id, owner_of(hook.get_batch(batch_id)))], by)
+hook.cancel_batch(batch_id)
+"""
+"""What the first try's ``on_retry_callback=DLICancelBatchNotifier()`` does when Airflow runs it after the retry
+took the job over: record itself on the task instance (as the task's own callback), then cancel the job."""
+
+
+def test_a_retry_whose_job_its_earlier_tries_callback_cancelled_runs_the_job_anew(
+    long_jobs: DLIEmulator, airflow_home: AirflowHome
+) -> None:
+    dag_id = TAKEN_OVER.format("own_callback")
+
+    def first_tries_late_callback() -> None:
+        [batch_id] = long_jobs.jobs
+        script = [sys.executable, "-c", LATE_CALLBACK, batch_id, dag_id, run_id_of(airflow_home, dag_id)]
+        env = airflow_home.env(TEST_DAGS, long_jobs)
+        result = subprocess.run(script, env=env, capture_output=True, text=True, timeout=300, check=False)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+        wait_until(lambda: len(long_jobs.jobs) == 2, "the retry to submit the job anew")
+        long_jobs.finish(list(long_jobs.jobs)[1])
+
+    returncode, output = run_taken_over(airflow_home, dag_id, long_jobs, first_tries_late_callback)
+    assert returncode == 0, output[-3000:]
+    cancelled, anew = long_jobs.jobs
+    assert f"DLI batch job {cancelled}, taken over from an earlier try, ended dead: this retry submits" in output
+    assert long_jobs.state_of(anew) == "success"
 
 
 @pytest.mark.parametrize("waits", ["worker", "deferred"])

@@ -60,8 +60,9 @@ class DLIJobOperator(ResumableJobMixin, BaseOperator):
     A retry takes over the newest job of its earlier tries (:func:`~airflow_provider_dli.owned_jobs.take_over`;
     on Airflow 3.3+ it reconnects through ``task_state_store``): live, it waits for it; succeeded, it succeeds with
     it; failed or cancelled, it submits anew (and cancels the older live ones either way). A taken-over job that
-    then fails or is cancelled is submitted anew too. After a submit whose answer may hide a job, this try's job
-    is looked for and adopted.
+    then fails or is cancelled is submitted anew too, unless a canceller of this provider cancelled it on purpose
+    (:meth:`_cancelled_on_purpose`). After a submit whose answer may hide a job, this try's job is looked for and
+    adopted.
     """
 
     kind: ClassVar[JobKind]
@@ -251,7 +252,7 @@ class DLIJobOperator(ResumableJobMixin, BaseOperator):
             self._remember(job_id, context)
             self.taken_over = True
         state = self._wait(job_id)
-        if state != self.kind.succeeded and self.taken_over:
+        if state != self.kind.succeeded and self.taken_over and not self._cancelled_on_purpose(job_id, context):
             job_id = self._submit_anew(job_id, state, context)
             if (store := context.get("task_state_store")) is not None:
                 store.set(self.external_id_key, job_id)  # a later retry reconnects to this one
@@ -286,6 +287,22 @@ class DLIJobOperator(ResumableJobMixin, BaseOperator):
         self._before_submitting_anew(ended_job_id, state)
         self.taken_over = False
         return self.submit_job(context)
+
+    def _cancelled_on_purpose(self, job_id: str, context: Context) -> bool:
+        """Whether a canceller of this provider deliberately cancelled the job that this retry took over (the kill
+        switch, a sibling's notifier, ``airflow dli cancel``...): then the retry fails, naming it, rather than run
+        the job again and undo the cancel.
+
+        Not when this task instance's own callback wrote the record (its name is the record's ``by``): that is
+        the earlier try's ``on_retry_callback`` cancelling that try's job, which Airflow runs after it has set the
+        state, so perhaps after this try took the job over; the retry then runs the job anew. No record, or one
+        of another job: cancelled outside this provider, or failed; run anew too, as before. Airflow clears the
+        task's records when a try starts, so any record read here was written during this try.
+        """
+        from airflow_provider_dli.cancel_records import canceller, recorded_cancel
+
+        record = recorded_cancel(context["ti"], job_id)
+        return record is not None and not record["by"].endswith(canceller(context["ti"], ""))
 
     def _poll(self, job_id: str, outage: Outage) -> str | None:
         """The job's state; None after a failed poll that the wait goes on through (as the trigger's does)."""
@@ -350,7 +367,7 @@ class DLIJobOperator(ResumableJobMixin, BaseOperator):
         if state == "error":
             self._cancel_before_failing(job_id)  # the job must not outlive the task
             raise AirflowException(f"Lost track of {self.kind.noun} {job_id}, so it was cancelled: {event['message']}")
-        if state != self.kind.succeeded and taken_over:
+        if state != self.kind.succeeded and taken_over and not self._cancelled_on_purpose(job_id, context):
             self._defer_on(self._submit_anew(job_id, state, context))
         self._finish(job_id, state, context)
         return self._completed(job_id, state)

@@ -184,3 +184,15 @@ with DAG("dli_test_cancelled_while_waiting_notifier", schedule=None, catchup=Fal
         raise ValueError("bad input")
 
     DLISubmitBatchOperator(task_id="submit", retries=1, **JOB) >> check()
+
+# A retry that took its earlier try's job over (the first try failed on a refused poll, the job still running),
+# and then finds it cancelled: by the kill switch, run beside it, or late by the first try's own callback.
+for cancelled_by in ("kill_switch", "own_callback"):
+    with DAG(f"dli_test_taken_over_then_cancelled_by_{cancelled_by}", schedule=None, catchup=False):
+        from airflow_provider_dli.operators.dli import DLICancelBatchOperator
+
+        DLISubmitBatchOperator(task_id="submit", retries=2, retry_delay=timedelta(seconds=0), **JOB) >> (
+            DLICancelBatchOperator(
+                task_id="kill_switch", this_dag_run=True, trigger_rule="one_failed", fail_after_cancel=True
+            )
+        )
