@@ -443,11 +443,6 @@ def test_the_disk_cache_can_be_turned_off(
         ),
         ({}, {"AIRFLOW__DLI__LOGIN_CACHE": "off"}, r"\[dli\] login_cache \(AIRFLOW__DLI__LOGIN_CACHE\) must be one"),
         ({}, {"AIRFLOW__DLI__LOGIN_CACHE_PATH": "relative/dir"}, r"\[dli\] login_cache_path .* an absolute path"),
-        (
-            {},
-            {"AIRFLOW__DLI__LOGIN_CACHE_PATH": "~no-such-user-dli/tokens"},
-            r"\[dli\] login_cache_path .* of a user of this machine \(there is no user 'no-such-user-dli'\); got",
-        ),
     ],
 )
 def test_bad_login_cache_settings_are_named(

@@ -8,7 +8,6 @@ Secrets are held in fields left out of ``repr``, so that printing the settings n
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -107,9 +106,8 @@ class ClientSettings:
         checked_limits(self.timeout, self.retry_limit, self.retry_delay, self.deadline)
         if self.login_cache not in LOGIN_CACHES:
             raise ValueError(f"login_cache must be one of {LOGIN_CACHES}; got {self.login_cache!r}")
-        expected = login_cache_path_expected(self.login_cache_path) if self.login_cache_path is not None else None
-        if expected:
-            raise ValueError(f"login_cache_path must be {expected}; got {str(self.login_cache_path)!r}")
+        if self.login_cache_path is not None and not absolute_once_expanded(self.login_cache_path):
+            raise ValueError(f"login_cache_path must be an absolute path; got {str(self.login_cache_path)!r}")
 
     @property
     def base_url(self) -> str:
@@ -139,17 +137,8 @@ def _seconds(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def login_cache_path_expected(path: Path) -> str | None:
-    """What a token folder's path must be, when ``path`` is not that; None when it is. It names the same folder
-    from any working folder: absolute, or under a home folder (``~``, ``~user``). A bare ``~`` is not expanded
-    here: a worker may have no home folder, and the token store then keeps tokens in memory
-    (:meth:`~airflow_provider_dli.client.token_store.TokenStore.folder`) instead of failing. But ``~user`` of a
-    user this machine does not know is a typo, never a missing home folder."""
-    head = path.parts[0] if path.parts else ""
-    if path.is_absolute() or head == "~":
-        return None
-    if not head.startswith("~"):
-        return "an absolute path, ~/... or ~USER/..."
-    if os.path.expanduser(head) == head:  # what Python does with ~user when there is no such user
-        return f"an absolute path, ~/... or ~USER/... of a user of this machine (there is no user {head[1:]!r})"
-    return None
+def absolute_once_expanded(path: Path) -> bool:
+    """Whether ``path`` names the same folder from any working folder: absolute, or under a home folder (``~``,
+    ``~user``). Checked without expanding: a worker may have no home folder, and the token store then keeps
+    tokens in memory (:meth:`~airflow_provider_dli.client.token_store.TokenStore.folder`) instead of failing."""
+    return path.is_absolute() or str(path).startswith("~")

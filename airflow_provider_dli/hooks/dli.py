@@ -40,12 +40,7 @@ from airflow_provider_dli.client import (
 from airflow_provider_dli.client.batches import DEFAULT_MAX_RETRY_TIMES
 from airflow_provider_dli.client.cancels import CANCEL_SETTLE_TIMEOUT
 from airflow_provider_dli.client.endpoints import dli_endpoint, iam_endpoint
-from airflow_provider_dli.client.settings import (
-    DEFAULT_TIMEOUT,
-    LOGIN_CACHES,
-    checked_limits,
-    login_cache_path_expected,
-)
+from airflow_provider_dli.client.settings import DEFAULT_TIMEOUT, LOGIN_CACHES, absolute_once_expanded, checked_limits
 from airflow_provider_dli.metrics import count
 from airflow_provider_dli.validation import shown, validate_project_id
 
@@ -423,10 +418,10 @@ def _login_cache(extra: str | None, where: str) -> tuple[Literal["disk", "memory
     if "memory" in (configured, chosen):
         return "memory", None
     path = conf.get("dli", "login_cache_path", fallback="").strip()
-    expected = login_cache_path_expected(Path(path)) if path else None
-    if expected:
+    if path and not absolute_once_expanded(Path(path)):
         raise ValueError(
-            f"Airflow's option [dli] login_cache_path (AIRFLOW__DLI__LOGIN_CACHE_PATH) must be {expected}; got {path!r}"
+            f"Airflow's option [dli] login_cache_path (AIRFLOW__DLI__LOGIN_CACHE_PATH) must be an absolute path; "
+            f"got {path!r}"
         )
     return "disk", Path(path) if path else None
 
