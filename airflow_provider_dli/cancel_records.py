@@ -219,9 +219,11 @@ sent, in Airflow 3.1 to 3.3."""
 
 
 def _called_by_the_dag_processor() -> bool:
-    """Whether this call runs under the DAG processor's code: it runs a callback in its own thread, so its module
-    is on the call stack. Sturdier than the repr of the processor's message decoder, whose wording is pydantic's;
-    the tests that run callbacks in Airflow's real DAG processor hang (and fail) should this ever miss it."""
+    """Whether this call runs under the DAG processor's code: it calls the callbacks it was sent in its own
+    thread, so its module is on this thread's call stack (a callback that starts a thread of its own to cancel
+    from is not recognised, and its record is then refused: best effort, logged). Sturdier than the repr of the
+    processor's message decoder, whose wording is pydantic's; the tests that run callbacks in Airflow's real DAG
+    processor fail should this ever miss it."""
     frame = inspect.currentframe()
     while frame is not None:
         if frame.f_globals.get("__name__") == DAG_PROCESSOR_MODULE:

@@ -493,6 +493,22 @@ def test_no_home_folder_keeps_the_token_in_memory(
     assert "keeps its token in memory only" in warning
 
 
+def test_a_login_cache_path_of_an_unknown_user_keeps_the_token_in_memory_and_names_the_user(
+    dli_emulator: DLIEmulator, make_hook: MakeHook, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``[dli] login_cache_path = ~etl/...`` is one setting for every component, and ``etl`` may exist on the
+    workers alone: on a machine without that user (a DAG processor, the triggerer, or a typo) the hook works, with
+    the token in memory and a warning naming the user, never an error that would stop a cancel."""
+    monkeypatch.setenv("AIRFLOW__DLI__LOGIN_CACHE_PATH", "~no-such-user-dli/tokens")
+    for _ in range(3):
+        assert make_hook(password_connection(dli_emulator)).test_connection()[0]
+    assert dli_emulator.counters.token_requests == 1
+    [warning] = warnings_of(caplog)
+    assert "login_cache_path '~no-such-user-dli/tokens' is under '~no-such-user-dli'" in warning
+    assert "no user 'no-such-user-dli' here" in warning
+    assert "keeps its token in memory only" in warning
+
+
 HOMELESS_CHILD = """
 import json
 from airflow_provider_dli.hooks.dli import DLIHook

@@ -102,14 +102,15 @@ def default_folder() -> Path:
 
 def _expanded(path: Path, what: str) -> Path:
     """``path`` with a leading ``~`` or ``~user`` expanded: from ``$HOME``, else the passwd entry, which a
-    container's uid may lack. :class:`NoHomeFolder`, naming ``what`` needed it, when they are unknown."""
+    container's uid may lack. :class:`NoHomeFolder`, naming ``what`` needed it, when they are unknown. A ``~user``
+    this machine does not know is the same case, not an error: one setting serves every component of a
+    deployment, and the user may exist on the workers alone (a typo gets the same warning, which names it)."""
     try:
         return path.expanduser()
     except (RuntimeError, KeyError):
-        raise NoHomeFolder(
-            f"{what} is under {path.parts[0]!r}, and no home folder is known (HOME is unset and the user has no "
-            "passwd entry)"
-        ) from None
+        head = path.parts[0]
+        why = "HOME is unset and the user has no passwd entry" if head == "~" else f"no user {head[1:]!r} here"
+        raise NoHomeFolder(f"{what} is under {head!r}, and no home folder is known ({why})") from None
 
 
 @dataclass(frozen=True)
